@@ -1,0 +1,33 @@
+# Two commands for a newcomer: `make lab` and `make test`. Both set up .venv on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.aios-installed
+# Keep the tests' JAX on 8 forced host devices; conftest sets it too.
+export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
+
+.PHONY: lab test venv browser bench demo soak clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+# Debian's chromium for the browser tests (browsers cannot be downloaded by Playwright here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+test: $(STAMP) browser
+	$(BIN)/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python bench/data_loader.py
+
+clean:
+	rm -rf $(VENV) test-artifacts
