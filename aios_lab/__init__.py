@@ -2,10 +2,45 @@
 
 >>> import aios_lab as aios
 >>> ds = aios.dataset("digits", "sklearn:digits")
+>>> job = aios.train("digits-mlp", dataset="digits", model="mlp", devices="all", steps=300)
+
+The public names load lazily so that ``import aios_lab`` (and ``%load_ext aios_lab``) stays fast.
 """
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .errors import AiosError
 from .magics import load_ipython_extension
 
 __version__ = "0.1.0"
 
-__all__ = ["AiosError", "load_ipython_extension", "__version__"]
+# public name -> "module:attribute" (or "module" for a submodule)
+_API = {
+    "dataset": "aios_lab.data:dataset",
+    "datasets": "aios_lab.data:datasets",
+    "define_model": "aios_lab.train.models:define",
+    "train": "aios_lab.jobs:train",
+    "job": "aios_lab.jobs:job",
+    "jobs": "aios_lab.jobs:jobs",
+    "devices": "aios_lab.jobs:devices",
+    "compress": "aios_lab.compress:compress",
+    "publish": "aios_lab.registry:publish",
+    "registry": "aios_lab.registry",
+    "serve": "aios_lab.serve:serve",
+    "endpoints": "aios_lab.serve:endpoints",
+}
+
+__all__ = ["AiosError", "load_ipython_extension", "__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    target = _API.get(name)
+    if target is None:
+        raise AttributeError(f"module 'aios_lab' has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    value = importlib.import_module(module)
+    value = getattr(value, attr) if attr else value
+    globals()[name] = value
+    return value
