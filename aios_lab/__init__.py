@@ -9,6 +9,8 @@ The public names load lazily so that ``import aios_lab`` (and ``%load_ext aios_l
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 from .errors import AiosError
@@ -44,3 +46,19 @@ def __getattr__(name: str) -> Any:
     value = getattr(value, attr) if attr else value
     globals()[name] = value
     return value
+
+
+class _Package(types.ModuleType):
+    """Keeps ``aios.train`` (and compress, jobs, serve) the API functions after their subpackages load.
+
+    Importing ``aios_lab.train`` would otherwise set the package attribute ``train`` to the
+    subpackage; the subpackages stay reachable through ``sys.modules`` and relative imports.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if ":" in _API.get(name, "") and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

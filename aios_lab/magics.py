@@ -17,4 +17,7 @@ class AiosMagics(Magics):
 
 
 def load_ipython_extension(ipython) -> None:
+    from .jobs.api import kernel_on_cpu
+
+    kernel_on_cpu()  # the kernel checks on JAX's CPU backend; workers own the accelerators
     ipython.register_magics(AiosMagics)

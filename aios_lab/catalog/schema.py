@@ -43,4 +43,9 @@ MIGRATIONS: list[str] = [
         id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, user TEXT NOT NULL,
         action TEXT NOT NULL, object TEXT NOT NULL, details TEXT NOT NULL);
     """,
+    # 2: the job's supervisor process (it restarts a crashed worker) and its device kind.
+    """
+    ALTER TABLE jobs ADD COLUMN supervisor_pid INTEGER;
+    ALTER TABLE jobs ADD COLUMN device_kind TEXT NOT NULL DEFAULT 'cpu';
+    """,
 ]

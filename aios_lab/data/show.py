@@ -1,0 +1,191 @@
+"""``%aios dataset show``: schema, split sizes, class balance and a picture of samples.
+
+The picture needs no plotting library: image-shaped features become small PNG tiles (encoded here
+with zlib), other features SVG histograms, text datasets decoded snippets. In a terminal the same
+view is text, with histograms as one-line sparklines.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..render import Table, age, fmt, nbytes
+
+N_SAMPLES = 16
+N_HIST = 8
+BINS = 20
+TILE_PX = 64
+SPARK = " ▁▂▃▄▅▆▇█"
+
+
+@dataclass
+class Show:
+    """What ``dataset show`` renders: tables, plus sample pictures (PNG tiles or SVG histograms)."""
+
+    title: str
+    summary: Table
+    schema: Table
+    splits: Table
+    balance: Table | None
+    tiles: list[tuple[bytes, str]] = field(default_factory=list)  # (png, caption) per sample
+    hists: list[tuple[str, np.ndarray, float, float]] = field(default_factory=list)  # (name, counts, lo, hi)
+    texts: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        parts = [self.title, str(self.summary), str(self.schema), str(self.splits)]
+        if self.balance is not None:
+            parts.append(str(self.balance))
+        if self.hists:
+            width = max(len(n) for n, *_ in self.hists)
+            parts.append("histograms (train):\n" + "\n".join(
+                f"  {n.ljust(width)}  {fmt(lo):>8} {sparkline(c)} {fmt(hi)}" for n, c, lo, hi in self.hists))
+        if self.tiles:
+            parts.append(f"{len(self.tiles)} sample images (shown as pictures in a notebook); labels: "
+                         + " ".join(c for _, c in self.tiles))
+        if self.texts:
+            parts.append("samples:\n" + "\n".join(f"  {t!r}" for t in self.texts))
+        return "\n\n".join(parts)
+
+    __repr__ = __str__
+
+    def _summary_html(self) -> str:
+        return f"<div class='aios-dataset'><b>{html.escape(self.title)}</b>{self.summary._repr_html_()}</div>"
+
+    def _repr_html_(self) -> str:
+        out = [f"<div class='aios-dataset-show'><h4>{html.escape(self.title)}</h4>",
+               self.summary._repr_html_(), self.schema._repr_html_(), self.splits._repr_html_()]
+        if self.balance is not None:
+            out.append(self.balance._repr_html_())
+        if self.tiles:
+            figs = "".join(
+                f"<figure style='margin:2px;text-align:center'><img src='data:image/png;base64,"
+                f"{base64.b64encode(png).decode()}' style='image-rendering:pixelated' alt='sample'/>"
+                f"<figcaption>{html.escape(cap)}</figcaption></figure>" for png, cap in self.tiles)
+            out.append(f"<div style='display:flex;flex-wrap:wrap'>{figs}</div>")
+        if self.hists:
+            out.append("<div style='display:flex;flex-wrap:wrap'>"
+                       + "".join(histogram_svg(n, c, lo, hi) for n, c, lo, hi in self.hists) + "</div>")
+        if self.texts:
+            out.append("".join(f"<pre style='white-space:pre-wrap'>{html.escape(t)}</pre>" for t in self.texts))
+        return "".join(out) + "</div>"
+
+
+def show(ds: Any, split: str | None = None) -> Show:
+    """Build the view of ``ds`` from its schema and a few rows of one split (train by default)."""
+    split = split or ("train" if "train" in ds.splits else next(iter(ds.splits)))
+    ds._check_split(split)
+    schema = ds.schema
+    summary = Table(["dataset", "task", "classes", "rows", "size on disk", "hash", "source", "seed", "age"],
+                    [(ds.ref, ds.task, ds.n_classes, sum(ds.splits.values()), nbytes(ds.nbytes), ds.hash[:12],
+                      ds.source, ds.seed, age(ds.created))])
+    names = schema.get("feature_names")
+    fields = Table(["array", "dtype", "shape per sample", "notes"], [
+        ("x", schema["x"]["dtype"], tuple(schema["x"]["shape"]) or "()",
+         f"features: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}" if names else "features"),
+        ("y", schema["y"]["dtype"], tuple(schema["y"]["shape"]) or "()",
+         f"target {schema.get('target_name', '')}".strip() + _task_note(schema)),
+    ], title="schema")
+    total = sum(ds.splits.values())
+    splits = Table(["split", "rows", "fraction"], [(k, v, f"{v / total:.1%}") for k, v in ds.splits.items()],
+                   title="splits")
+    view = Show(f"dataset {ds.ref}", summary, fields, splits, _balance(ds))
+    xa, ya = ds.arrays(split)
+    x, y = xa[:N_SAMPLES], ya[:N_SAMPLES]
+    classes = schema.get("classes")
+    label = (lambda v: classes[int(v)] if classes and int(v) < len(classes) else str(int(v))) \
+        if ds.task == "classification" else (lambda v: fmt(float(np.ravel(v)[0])))
+    if ds.task == "lm":
+        view.texts = [bytes(np.asarray(row, dtype=np.uint8)).decode("utf-8", "replace") for row in x[:3]]
+    elif _image_shaped(tuple(schema["x"]["shape"])):
+        lo, hi = float(np.min(x)), float(np.max(x))
+        view.tiles = [(png_encode(_tile(img, lo, hi)), label(t)) for img, t in zip(x, y)]
+    else:
+        view.hists = _histograms(xa, names)
+        if ds.task == "regression":
+            view.hists += _histograms(ya, [f"target {schema.get('target_name', 'y')}".strip()], limit=1)
+    return view
+
+
+def _task_note(schema: dict) -> str:
+    if schema["task"] == "classification":
+        return f"; {schema['n_classes']} classes"
+    if schema["task"] == "lm":
+        return f"; next byte, 256 classes, block {schema.get('block')}"
+    return "; regression"
+
+
+def _balance(ds: Any) -> Table | None:
+    """Rows per class per split (classification only; reads only the targets)."""
+    if ds.task != "classification":
+        return None
+    k = ds.n_classes
+    counts = {s: np.bincount(np.asarray(ds.arrays(s)[1][...]).ravel(), minlength=k) for s in ds.splits}
+    classes = ds.schema.get("classes") or [str(i) for i in range(k)]
+    rows = [(classes[i], *(int(c[i]) for c in counts.values()),
+             f"{sum(int(c[i]) for c in counts.values()) / max(1, sum(ds.splits.values())):.1%}") for i in range(k)]
+    return Table(["class", *counts, "share"], rows, title="class balance")
+
+
+def _image_shaped(shape: tuple[int, ...]) -> bool:
+    return (len(shape) == 2 and min(shape) >= 4) or (len(shape) == 3 and shape[2] in (1, 3, 4) and min(shape[:2]) >= 4)
+
+
+def _tile(img: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """One sample as uint8 pixels, scaled up by an integer factor to about TILE_PX."""
+    img = np.asarray(img, dtype=np.float64)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = img[:, :, :3]
+    img = np.clip((img - lo) / ((hi - lo) or 1.0), 0, 1)
+    pix = (255 - img * 255 if img.ndim == 2 else img * 255).astype(np.uint8)  # grey: dark ink on white
+    scale = max(1, TILE_PX // max(pix.shape[:2]))
+    return np.repeat(np.repeat(pix, scale, axis=0), scale, axis=1)
+
+
+def png_encode(pixels: np.ndarray) -> bytes:
+    """A PNG file of uint8 pixels, ``(h, w)`` grey or ``(h, w, 3)`` RGB."""
+    h, w = pixels.shape[:2]
+    colour = 0 if pixels.ndim == 2 else 2
+    raw = b"".join(b"\x00" + row.tobytes() for row in np.ascontiguousarray(pixels, dtype=np.uint8))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+
+
+def _histograms(arr: Any, names: list[str] | None, limit: int = N_HIST) -> list[tuple[str, np.ndarray, float, float]]:
+    """Histograms of the first ``limit`` feature columns over at most 10,000 rows."""
+    sample = np.asarray(arr[: min(arr.shape[0], 10_000)], dtype=np.float64).reshape(min(arr.shape[0], 10_000), -1)
+    out = []
+    for i in range(min(limit, sample.shape[1])):
+        col = sample[:, i]
+        lo, hi = float(col.min()), float(col.max())
+        counts, _ = np.histogram(col, bins=BINS, range=(lo, hi if hi > lo else lo + 1))
+        out.append((names[i] if names and i < len(names) else f"x[{i}]", counts, lo, hi))
+    return out
+
+
+def sparkline(counts: np.ndarray) -> str:
+    top = max(1, int(counts.max()))
+    return "".join(SPARK[int(np.ceil(c / top * (len(SPARK) - 1)))] for c in counts)
+
+
+def histogram_svg(name: str, counts: np.ndarray, lo: float, hi: float, w: int = 160, h: int = 70) -> str:
+    """A small inline SVG bar chart with its feature name and range."""
+    top = max(1, int(counts.max()))
+    bw = w / len(counts)
+    bars = "".join(f"<rect x='{i * bw:.1f}' y='{h - 14 - c / top * (h - 28):.1f}' width='{bw - 1:.1f}' "
+                   f"height='{c / top * (h - 28):.1f}' fill='#4a86c5'/>" for i, c in enumerate(counts))
+    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' style='margin:4px'>"
+            f"<text x='0' y='10' font-size='10'>{html.escape(name[:28])}</text>{bars}"
+            f"<text x='0' y='{h - 2}' font-size='9'>{html.escape(fmt(lo))}</text>"
+            f"<text x='{w}' y='{h - 2}' font-size='9' text-anchor='end'>{html.escape(fmt(hi))}</text></svg>")

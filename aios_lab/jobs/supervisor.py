@@ -1,0 +1,84 @@
+"""``python -m aios_lab.jobs.supervisor JOB``: runs a job's worker process(es) and outlives them.
+
+It restarts a worker that died without saying why (killed, out of memory) from the latest
+checkpoint, up to the job's retry limit, and moves the queue on when the job ends.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from . import store
+from .devices import worker_env
+from .paths import log_path
+from .scheduler import MAX_AUTO_RESUMES, schedule
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_workers(name: str) -> list[int]:
+    """Start the job's worker processes (several for a jax.distributed job) and wait for them."""
+    j = store.row(name)
+    processes = int(j["config"].get("processes", 1))
+    ids = j["devices"]
+    cmd = [sys.executable, "-m", "aios_lab.jobs.worker", name]
+    if processes > 1:
+        cmd += ["--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", str(processes)]
+    procs = []
+    with open(log_path(name), "ab") as log:
+        for pid_index in range(processes):
+            share = ids[pid_index * len(ids) // processes:(pid_index + 1) * len(ids) // processes]
+            extra = ["--process-id", str(pid_index)] if processes > 1 else []
+            procs.append(subprocess.Popen(cmd + extra, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                          env=worker_env(j["device_kind"], share, 1)))
+    store.update(name, pid=procs[0].pid)
+
+    def forward(signum, _frame):  # a SIGTERM to the supervisor checkpoints and stops the workers
+        for p in procs:
+            p.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    codes = [p.wait() for p in procs]
+    return codes
+
+
+def supervise(name: str) -> None:
+    """Run the job until it ends, restarting a worker that died; then move the queue on.
+
+    A supervisor owns its job while ``supervisor_pid`` is its pid: after a cancel and a quick
+    resume, the old supervisor finds a new owner and leaves the job alone.
+    """
+    me = os.getpid()
+    store.update(name, supervisor_pid=me)
+    mine = {"supervisor_pid": me}
+    while True:
+        codes = run_workers(name)
+        j = store.row(name)
+        if j is None or j["supervisor_pid"] != me or j["state"] != "running":
+            break  # the worker recorded how it ended, or the job has a new owner
+        retries = j["config"].get("max_retries", MAX_AUTO_RESUMES)
+        why = f"worker exited with {codes}" if all(c >= 0 for c in codes) else \
+            f"worker killed by signal {-min(codes)}"
+        if j["cancel_requested"]:
+            store.update(name, mine, state="cancelled", pid=None, ended=time.time(), error=why)
+            break
+        if j["attempts"] >= retries:
+            store.update(name, mine, state="interrupted", pid=None, error=f"{why}; `%aios resume {name}` continues it")
+            break
+        print(f"[aios] {why}; resuming from the latest checkpoint (attempt {j['attempts'] + 1} of {retries})", flush=True)
+        if not store.update(name, mine, attempts=j["attempts"] + 1, error=why):
+            break
+    store.update(name, mine, supervisor_pid=None)
+    schedule()
+
+
+if __name__ == "__main__":
+    supervise(sys.argv[1])

@@ -1,0 +1,106 @@
+"""``python -m aios_lab.jobs.worker JOB``: trains one job on the devices its environment shows.
+
+Started by the job's supervisor with ``CUDA_VISIBLE_DEVICES`` (or the XLA host device count)
+already set. It reads the job from the catalog, resumes from the latest checkpoint, streams
+metrics back, polls for a cancel request, and records how it ended. Exit codes: 0 ended
+(succeeded, cancelled or stopped by a signal), 3 failed for a reason that a retry cannot fix.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+import traceback
+
+from ..errors import AiosError
+from . import store
+from .paths import checkpoint_dir
+from .sink import MetricsSink
+
+CANCEL_POLL_S = 0.5
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m aios_lab.jobs.worker")
+    p.add_argument("job")
+    p.add_argument("--coordinator", help="jax.distributed coordinator address host:port")
+    p.add_argument("--num-processes", type=int, default=1)
+    p.add_argument("--process-id", type=int, default=0)
+    args = p.parse_args(argv)
+    name, lead = args.job, args.process_id == 0
+
+    from ..train.trainer import TrainConfig, train
+
+    j = store.row(name)
+    cfg = TrainConfig.from_json({**j["config"]["train"], "steps": j["steps"], "coordinator": args.coordinator,
+                                 "num_processes": args.num_processes, "process_id": args.process_id})
+    stop, why = threading.Event(), {}
+
+    def on_signal(signum, _frame):
+        why["signal"] = signum
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def watch_cancel():
+        while not stop.wait(CANCEL_POLL_S):
+            r = store.row(name)
+            if r is None or r["cancel_requested"]:
+                why["cancel"] = True
+                stop.set()
+
+    threading.Thread(target=watch_cancel, daemon=True).start()
+    sink = MetricsSink(name) if lead else None
+    print(f"[aios] worker {args.process_id}/{args.num_processes} of job {name} starting "
+          f"(pid {__import__('os').getpid()})", flush=True)
+
+    def on_metrics(row):
+        if sink:
+            sink.add(row)
+
+    if sink:  # a resumed run logs the steps after its checkpoint again
+        sink.forget_after(_latest_checkpoint(name))
+
+    try:
+        train(cfg, on_metrics=on_metrics, should_stop=stop.is_set, checkpoint_dir=checkpoint_dir(name))
+    except AiosError as exc:
+        return _end(name, lead, sink, "failed", str(exc), code=3)
+    except Exception as exc:  # a bug or an unexpected runtime error: keep the traceback in the log
+        traceback.print_exc()
+        return _end(name, lead, sink, "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                    code=3)
+    if why.get("cancel"):
+        return _end(name, lead, sink, "cancelled", None)
+    if why.get("signal"):
+        return _end(name, lead, sink, "interrupted", f"stopped by signal {why['signal']}; `%aios resume {name}` continues it")
+    return _end(name, lead, sink, "succeeded", None)
+
+
+def _latest_checkpoint(name: str) -> int:
+    from ..train.checkpoints import Checkpoints
+
+    if not checkpoint_dir(name).exists():
+        return 0
+    from .job import quiet_absl
+
+    with quiet_absl(), Checkpoints(checkpoint_dir(name), read_only=True) as ckpts:
+        step = ckpts.latest_step() or 0
+    if step:
+        print(f"[aios] resuming from the checkpoint at step {step}", flush=True)
+    return step
+
+
+def _end(name: str, lead: bool, sink: MetricsSink | None, state: str, error: str | None, code: int = 0) -> int:
+    if sink:
+        sink.flush()
+    if lead:
+        store.update(name, state=state, error=error, ended=time.time(), pid=None)
+    print(f"[aios] job {name} {state}{': ' + error if error else ''}", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

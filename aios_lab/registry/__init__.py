@@ -1,0 +1,15 @@
+"""The model registry: immutable, verified model versions with signatures, metrics, lineage and aliases.
+
+>>> mv = aios.publish("digits-mlp", variant="int8", as_="digits", alias="production")
+>>> m = aios.registry.load("digits", "production")     # verifies the sha256 manifest first
+>>> m.predict(x)
+
+Layout of a version, for readers such as the serving process: see ``registry.publish``.
+"""
+from .catalog import (ModelVersion, audit_rows, audit_table, delete, get, list_models, models_table, resolve,
+                      set_alias, versions)
+from .load import LoadedModel, load, verify
+from .publish import publish, publish_params
+
+__all__ = ["load", "publish", "publish_params", "list_models", "set_alias", "delete", "get", "resolve", "versions",
+           "verify", "ModelVersion", "LoadedModel", "models_table", "audit_rows", "audit_table"]

@@ -1,0 +1,160 @@
+"""Dynamic batching for one model version.
+
+Requests submit their rows and await a future. The first submit schedules one run of the batch on
+the event loop (``call_soon``), so everything that arrived in the same loop turn rides along; the
+run never waits when nothing else is on its way, so a lone request pays no batching delay. When
+other requests for this model have been accepted but not yet submitted (``arriving``), the run
+yields a few loop turns, at most ``max_queue_delay`` seconds, to let them join.
+
+Batches are padded to bucket sizes (powers of two from 2 up to ``max_batch_size``) that were compiled by
+:meth:`Batcher.warm_up`, so no request pays for a compile; a request larger than the largest
+bucket runs in bucket-sized chunks. The forward pass runs on the event loop thread (with JAX's CPU
+async dispatch off that is the fastest place for it) and each request gets exactly its own rows.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+def buckets_for(max_batch_size: int) -> list[int]:
+    """2, 4, 8, ... up to and including ``max_batch_size``.
+
+    The smallest bucket is 2, not 1: XLA's CPU kernel for a one-row matrix product rounds differently
+    from the kernel for two or more rows, so a lone row padded to two gets bit-identical results to
+    the same row inside any larger batch (checked for every bucket up to 64).
+    """
+    out, b = [], 2
+    while b < max_batch_size:
+        out.append(b)
+        b *= 2
+    out.append(max(max_batch_size, 2))
+    return out
+
+
+class Batcher:
+    """The queue and batch runner of one model version.
+
+    ``forward(*inputs) -> list[np.ndarray]`` maps a batch of rows (axis 0) to output arrays with
+    the same number of rows. ``enabled=False`` runs each request alone (still padded to a bucket).
+    """
+
+    def __init__(self, forward: Callable[..., Sequence[np.ndarray]], input_specs: list[tuple[tuple, np.dtype]],
+                 *, max_batch_size: int = 32, max_queue_delay: float = 0.002, enabled: bool = True,
+                 on_batch: Callable[[int], None] | None = None):
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        self.forward = forward
+        self.input_specs = input_specs  # per input: (shape without the batch axis, dtype)
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay = max_queue_delay
+        self.enabled = enabled and max_batch_size > 1
+        self.buckets = buckets_for(max_batch_size)
+        self.on_batch = on_batch
+        self.queue: deque[tuple[list[np.ndarray], int, asyncio.Future]] = deque()
+        self.queued_rows = 0
+        self.arriving = 0  # requests routed here whose bodies are still being read or parsed
+        self._scheduled = False
+        self._since = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Compile every bucket size now (call before the version takes traffic)."""
+        for b in self.buckets:
+            self.forward(*[np.zeros((b, *shape), dtype) for shape, dtype in self.input_specs])
+
+    def depth(self) -> int:
+        """Requests waiting in the queue (for the queue-depth gauge)."""
+        return len(self.queue)
+
+    # -- serving ----------------------------------------------------------------------------------
+    def submit(self, inputs: list[np.ndarray], rows: int) -> asyncio.Future:
+        """Queue a request's inputs; the future resolves to its own rows of every output."""
+        loop = self._loop or self._bind()
+        fut = loop.create_future()
+        if not self.enabled:
+            try:
+                fut.set_result(self._run_padded(inputs, rows))
+            except Exception as exc:  # the forward pass failed: the request gets a 500
+                fut.set_exception(exc)
+            return fut
+        self.queue.append((inputs, rows, fut))
+        self.queued_rows += rows
+        if not self._scheduled:
+            self._scheduled = True
+            self._since = time.perf_counter()
+            loop.call_soon(self._run)
+        return fut
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def _run(self) -> None:
+        # Others are on their way and there is room: give them a loop turn, within the delay budget.
+        if (self.arriving > 0 and self.queued_rows < self.max_batch_size
+                and time.perf_counter() - self._since < self.max_queue_delay):
+            self._loop.call_soon(self._run)
+            return
+        self._scheduled = False
+        batch: list[tuple[list[np.ndarray], int, asyncio.Future]] = []
+        rows = 0
+        while self.queue and (not batch or rows + self.queue[0][1] <= self.max_batch_size):
+            item = self.queue.popleft()
+            if item[2].cancelled():  # the client went away
+                self.queued_rows -= item[1]
+                continue
+            batch.append(item)
+            rows += item[1]
+        self.queued_rows -= rows
+        if self.queue:  # more than one batch was waiting: run the rest on the next turn
+            self._scheduled = True
+            self._since = time.perf_counter()
+            self._loop.call_soon(self._run)
+        if not batch:
+            return
+        try:
+            if len(batch) == 1:
+                outs = self._run_padded(batch[0][0], rows)
+                results = [outs]
+            else:
+                n_inputs = len(batch[0][0])
+                joined = [np.concatenate([b[0][i] for b in batch]) for i in range(n_inputs)]
+                outs = self._run_padded(joined, rows)
+                results, start = [], 0
+                for _, n, _ in batch:
+                    results.append([o[start:start + n] for o in outs])
+                    start += n
+        except Exception as exc:
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for (_, _, fut), res in zip(batch, results):
+            if not fut.done():
+                fut.set_result(res)
+
+    def _run_padded(self, inputs: list[np.ndarray], rows: int) -> list[np.ndarray]:
+        """Run ``rows`` rows through the forward pass in compiled bucket sizes; return exactly ``rows`` rows."""
+        top = self.buckets[-1]
+        if rows > top:  # larger than any bucket: chunks of the largest one
+            parts = [self._run_padded([x[s:s + top] for x in inputs], min(top, rows - s))
+                     for s in range(0, rows, top)]
+            return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+        size = next(b for b in self.buckets if b >= rows)
+        if size != rows:
+            padded = []
+            for x in inputs:
+                buf = np.zeros((size, *x.shape[1:]), x.dtype)
+                buf[:rows] = x
+                padded.append(buf)
+            inputs = padded
+        if self.on_batch is not None:
+            self.on_batch(rows)
+        outs = self.forward(*inputs)
+        return [o[:rows] for o in outs]

@@ -1,0 +1,289 @@
+"""The models a server holds: loaded versions, aliases, load/unload and hot swap.
+
+Models come only from :mod:`aios_lab.registry`, through :class:`ModelSource` (the one seam, kept
+small so the server can be pointed at another source). For each model name the server keeps:
+
+* ``follow``: what the unversioned route serves: an alias (``production`` when the model has one),
+  ``None`` for the newest version, or a pinned version number;
+* the loaded versions, each a :class:`Served` with its own batcher (buckets compiled at load);
+* the aliases it serves, alias -> version.
+
+Hot swap: :meth:`Repository.refresh` (polled by the app, and run by a repository load call)
+resolves every followed alias again; when one moved it loads the new version, warms it up off the
+event loop, and only then replaces the routing table in one assignment. Requests already routed
+hold the old :class:`Served` and finish on it; nothing in flight fails.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import AiosError
+from .batching import Batcher
+from .protocol import DATATYPES, ProtocolError
+
+log = logging.getLogger("aios_lab.serve")
+
+DEFAULT_ALIAS = "production"
+
+
+class ModelSource:
+    """How the server reads models: :mod:`aios_lab.registry` and nothing else (the one seam)."""
+
+    @staticmethod
+    def _registry():
+        from .. import registry
+
+        return registry
+
+    def names(self) -> list[str]:
+        """Every model name the registry holds."""
+        return sorted({m.name for m in self._registry().list_models()})
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """alias -> version for ``name``."""
+        return {a: int(m.version) for m in self._registry().list_models(name) for a in m.aliases}
+
+    def resolve(self, name: str, ref: int | str | None) -> int:
+        """The version number ``ref`` (None = newest, an int, or an alias) points at now."""
+        return int(self._registry().resolve(name, ref))
+
+    def load(self, name: str, version: int) -> Any:
+        """A loaded, manifest-verified model version (``.forward``, ``.signature``, ``.version``)."""
+        return self._registry().load(name, version)
+
+
+@dataclass
+class Served:
+    """One loaded model version and its batcher."""
+
+    name: str
+    version: int
+    model: Any
+    signature: dict
+    batcher: Batcher
+    loaded: float = field(default_factory=time.time)
+
+    @property
+    def vstr(self) -> str:
+        return str(self.version)
+
+
+@dataclass
+class Entry:
+    name: str
+    follow: int | str | None
+    default: int
+    versions: dict[int, Served]
+    aliases: dict[str, int]
+    pinned: set[int]
+
+
+def _outputs(y: Any) -> list[np.ndarray]:
+    if isinstance(y, dict):
+        return [np.asarray(v) for v in y.values()]
+    if isinstance(y, (list, tuple)):
+        return [np.asarray(v) for v in y]
+    return [np.asarray(y)]
+
+
+class Repository:
+    """Loaded model versions and the routing table ``(name, version-or-alias-or-None) -> Served``."""
+
+    def __init__(self, source: ModelSource | None = None, *, max_batch_size: int = 32,
+                 max_queue_delay: float = 0.002, batching: bool = True,
+                 on_change: Callable[["Repository"], None] | None = None,
+                 on_load: Callable[[Served], None] | None = None,
+                 on_drop: Callable[[Served], None] | None = None,
+                 batch_observer: Callable[[str, str], Callable[[int], None]] | None = None):
+        self.source = source or ModelSource()
+        self.max_batch_size, self.max_queue_delay, self.batching = max_batch_size, max_queue_delay, batching
+        self.on_change, self.on_load, self.on_drop = on_change, on_load, on_drop
+        self.batch_observer = batch_observer
+        self.entries: dict[str, Entry] = {}
+        self.routes: dict[tuple[str, str | None], Served] = {}
+        self._lock = threading.RLock()  # one load/unload at a time; routing never takes it
+
+    # -- the hot path ---------------------------------------------------------------------------
+    def route(self, name: str, version: str | None) -> Served:
+        """The version serving ``name`` (at ``version``: a number, an alias, or None for the default)."""
+        served = self.routes.get((name, version))
+        if served is not None:
+            return served
+        if name not in self.entries:
+            raise ProtocolError(f"unknown model {name!r}: it is not loaded on this server "
+                                "(POST /v2/repository/index lists the registry's models)", 404)
+        raise ProtocolError(f"model {name!r} has no loaded version {version!r}; loaded: "
+                            f"{', '.join(self.version_names(name))}", 404)
+
+    def version_names(self, name: str) -> list[str]:
+        e = self.entries.get(name)
+        if e is None:
+            return []
+        return [str(v) for v in sorted(e.versions)] + sorted(e.aliases)
+
+    # -- loading --------------------------------------------------------------------------------
+    def _make(self, name: str, version: int) -> Served:
+        try:
+            m = self.source.load(name, version)
+        except AiosError:
+            raise
+        except (KeyError, LookupError, FileNotFoundError) as exc:
+            raise AiosError(f"cannot load model {name!r} version {version}: {exc}") from None
+        sig = m.signature
+        for spec in sig["inputs"]:
+            if not spec["shape"] or spec["shape"][0] != -1:
+                raise AiosError(f"model {name!r} input {spec['name']!r} has no batch axis (-1); cannot serve it")
+            if spec["datatype"] not in DATATYPES or spec["datatype"] == "BYTES":
+                raise AiosError(f"model {name!r} input {spec['name']!r} has datatype {spec['datatype']}, "
+                                "which this server cannot batch")
+        specs = [(tuple(s["shape"][1:]), DATATYPES[s["datatype"]]) for s in sig["inputs"]]
+        fwd = m.forward
+        observer = self.batch_observer(name, str(version)) if self.batch_observer else None
+        batcher = Batcher(lambda *xs: _outputs(fwd(*xs)), specs, max_batch_size=self.max_batch_size,
+                          max_queue_delay=self.max_queue_delay, enabled=self.batching, on_batch=observer)
+        t0 = time.perf_counter()
+        batcher.warm_up()
+        log.info("loaded %s v%s (buckets %s compiled in %.2fs)", name, version, batcher.buckets,
+                 time.perf_counter() - t0)
+        return Served(name, int(version), m, sig, batcher)
+
+    def load(self, name: str, ref: int | str | None = None) -> Served:
+        """Load (or reload) ``name``: ``ref`` None follows the model's default, an int pins that
+        version, a string is an alias to serve. Warm-up happens before any route changes."""
+        with self._lock:
+            e = self.entries.get(name)
+            if ref is None:
+                follow = e.follow if e else (DEFAULT_ALIAS if DEFAULT_ALIAS in self.source.aliases(name) else None)
+            else:
+                follow = ref
+            version = self.source.resolve(name, follow)
+            served = (e.versions.get(version) if e else None) or self._make(name, version)
+            if e is None:
+                e = Entry(name, follow, version, {}, {}, set())
+            else:
+                e = Entry(name, e.follow, e.default, dict(e.versions), dict(e.aliases), set(e.pinned))
+            e.versions[version] = served
+            if ref is None or e.follow == ref:
+                e.default, e.follow = version, follow
+            if isinstance(follow, str):
+                e.aliases[follow] = version
+            elif isinstance(ref, int):
+                e.pinned.add(version)
+            self._commit(e)
+            return served
+
+    def unload(self, name: str) -> bool:
+        """Stop serving ``name`` (all versions). Requests in flight finish. False if it was not loaded."""
+        with self._lock:
+            e = self.entries.get(name)
+            if e is None:
+                return False
+            entries = dict(self.entries)
+            del entries[name]
+            self._publish(entries)
+            for s in e.versions.values():
+                if self.on_drop:
+                    self.on_drop(s)
+            return True
+
+    def refresh(self) -> list[tuple[str, int, int]]:
+        """Follow moved aliases and new versions; returns the swaps made ``(name, old, new)``."""
+        swaps = []
+        for name in list(self.entries):
+            e = self.entries.get(name)
+            if e is None:
+                continue
+            for ref in sorted({*e.aliases, e.follow} - {None}, key=str) + ([None] if e.follow is None else []):
+                if isinstance(ref, int):
+                    continue
+                current = e.aliases.get(ref) if ref is not None else e.default
+                try:
+                    version = self.source.resolve(name, ref)
+                except Exception as exc:  # alias deleted, registry busy: keep serving what we have
+                    log.debug("refresh %s %s: %s", name, ref, exc)
+                    continue
+                if version != current:
+                    try:
+                        self._swap(name, ref, version)
+                        swaps.append((name, current, version))
+                    except Exception as exc:
+                        log.warning("hot swap of %s %s to v%s failed, still serving v%s: %s",
+                                    name, ref or "(newest)", version, current, exc)
+                e = self.entries.get(name)
+                if e is None:
+                    break
+        return swaps
+
+    def _swap(self, name: str, ref: str | None, version: int) -> None:
+        with self._lock:
+            e = self.entries.get(name)
+            if e is None:
+                return
+            served = e.versions.get(version) or self._make(name, version)  # warm-up, off the routes
+            e = Entry(name, e.follow, e.default, dict(e.versions), dict(e.aliases), set(e.pinned))
+            e.versions[version] = served
+            if ref is not None:
+                e.aliases[ref] = version
+            if ref == e.follow:
+                e.default = version
+            self._commit(e)
+            log.info("hot swap: %s %s -> v%s", name, ref or "(newest)", version)
+
+    def _commit(self, e: Entry) -> None:
+        keep = {e.default, *e.aliases.values(), *e.pinned}
+        dropped = [s for v, s in e.versions.items() if v not in keep]
+        e.versions = {v: s for v, s in e.versions.items() if v in keep}
+        entries = dict(self.entries)
+        new = e.name not in entries or any(v not in entries[e.name].versions for v in e.versions)
+        entries[e.name] = e
+        self._publish(entries)
+        if new and self.on_load:
+            for s in e.versions.values():
+                self.on_load(s)
+        for s in dropped:
+            if self.on_drop:
+                self.on_drop(s)
+
+    def _publish(self, entries: dict[str, Entry]) -> None:
+        routes: dict[tuple[str, str | None], Served] = {}
+        for e in entries.values():
+            for v, s in e.versions.items():
+                routes[(e.name, str(v))] = s
+            for a, v in e.aliases.items():
+                routes[(e.name, a)] = e.versions[v]
+            routes[(e.name, None)] = e.versions[e.default]
+        # Two plain assignments: a request sees the old table or the new one, never a mix that fails.
+        self.routes = routes
+        self.entries = entries
+        if self.on_change:
+            self.on_change(self)
+
+    # -- views ----------------------------------------------------------------------------------
+    def loaded(self) -> list[Served]:
+        return [s for e in self.entries.values() for s in e.versions.values()]
+
+    def index(self, ready_only: bool = False) -> list[dict]:
+        rows = []
+        for e in self.entries.values():
+            for v in sorted(e.versions):
+                rows.append({"name": e.name, "version": str(v), "state": "READY", "reason": ""})
+        if not ready_only:
+            try:
+                names = self.source.names()
+            except Exception as exc:
+                log.warning("registry listing failed: %s", exc)
+                names = []
+            for name in names:
+                if name not in self.entries:
+                    rows.append({"name": name, "state": "UNAVAILABLE", "reason": "unloaded"})
+        return rows
+
+    def summary(self) -> dict[str, list[str]]:
+        """name -> served versions and aliases (what the catalog's endpoints row records)."""
+        return {name: self.version_names(name) for name in self.entries}

@@ -1,0 +1,36 @@
+"""The jupyter_server extension behind the JupyterLab sidebar: REST routes under ``/aios/api/``.
+
+Enabled on install by ``jupyter-config/server-config/aios_lab.json``; by hand:
+``jupyter server extension enable aios_lab.server``.
+
+Routes (all behind Jupyter's authentication; POSTs also behind its XSRF check)::
+
+    GET  /aios/api/overview                  jobs, devices + queue, models, endpoints, datasets in one answer
+    GET  /aios/api/jobs | devices | models | endpoints | datasets
+    GET  /aios/api/jobs/NAME                 the job's JSON model plus its checkpoints
+    GET  /aios/api/jobs/NAME/metrics?since=N metric rows with step > N
+    GET  /aios/api/jobs/NAME/log?tail=N      the last N lines of the worker's log
+    POST /aios/api/jobs/NAME/cancel          checkpoint, then stop
+    POST /aios/api/jobs/NAME/resume          body {"steps": S} (optional)
+
+GETs carry an ETag and answer 304 to a matching ``If-None-Match``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "aios_lab.server"}]
+
+
+def _load_jupyter_server_extension(server_app: Any) -> None:
+    from .handlers import routes
+
+    web_app = server_app.web_app
+    web_app.add_handlers(".*$", routes(web_app.settings["base_url"]))
+    server_app.log.info("aios_lab: sidebar API at %saios/api/", web_app.settings["base_url"])
+
+
+# the pre-2.0 name, still looked up by some tools
+load_jupyter_server_extension = _load_jupyter_server_extension

@@ -1,0 +1,117 @@
+/**
+ * The REST client of /aios/api/ (ServerConnection adds the token and the XSRF header).
+ * GETs send `If-None-Match` with the last ETag of the same URL, so an unchanged answer is a 304.
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+import { FailureKind, IJob, IMetricRow, IOverview, failureKind } from './model';
+
+export { FailureKind };
+
+export class APIError extends Error {
+  constructor(
+    readonly kind: FailureKind,
+    message: string,
+    readonly status?: number
+  ) {
+    super(message);
+  }
+}
+
+export interface IFetched<T> {
+  data: T;
+  changed: boolean;
+}
+
+export class AiosAPI {
+  constructor(settings?: ServerConnection.ISettings) {
+    this.settings = settings ?? ServerConnection.makeSettings();
+  }
+
+  readonly settings: ServerConnection.ISettings;
+
+  overview(): Promise<IFetched<IOverview>> {
+    return this.get<IOverview>('overview');
+  }
+
+  job(name: string): Promise<IFetched<IJob>> {
+    return this.get<IJob>(`jobs/${encodeURIComponent(name)}`);
+  }
+
+  metrics(name: string, since: number | null): Promise<IFetched<{ metrics: IMetricRow[] }>> {
+    const q = since === null ? '' : `?since=${since}`;
+    return this.get(`jobs/${encodeURIComponent(name)}/metrics${q}`);
+  }
+
+  log(name: string, tail = 200): Promise<IFetched<{ log: string }>> {
+    return this.get(`jobs/${encodeURIComponent(name)}/log?tail=${tail}`);
+  }
+
+  cancel(name: string): Promise<IJob> {
+    return this.post<IJob>(`jobs/${encodeURIComponent(name)}/cancel`, {});
+  }
+
+  resume(name: string, steps?: number): Promise<IJob> {
+    return this.post<IJob>(`jobs/${encodeURIComponent(name)}/resume`, steps ? { steps } : {});
+  }
+
+  /** Forget the cached answer of every URL (e.g. after a server restart). */
+  reset(): void {
+    this._cache.clear();
+  }
+
+  async get<T>(path: string): Promise<IFetched<T>> {
+    const url = URLExt.join(this.settings.baseUrl, 'aios', 'api', path);
+    const held = this._cache.get(url);
+    const headers: Record<string, string> = {};
+    if (held) {
+      headers['If-None-Match'] = held.etag;
+    }
+    const response = await this._request(url, { method: 'GET', headers, cache: 'no-store' });
+    if (response.status === 304 && held) {
+      return { data: held.data as T, changed: false };
+    }
+    const data = (await this._json(response)) as T;
+    const etag = response.headers.get('Etag');
+    if (etag) {
+      this._cache.set(url, { etag, data });
+    }
+    return { data, changed: true };
+  }
+
+  async post<T>(path: string, body: unknown): Promise<T> {
+    const url = URLExt.join(this.settings.baseUrl, 'aios', 'api', path);
+    const response = await this._request(url, { method: 'POST', body: JSON.stringify(body) });
+    return (await this._json(response)) as T;
+  }
+
+  private async _request(url: string, init: RequestInit): Promise<Response> {
+    try {
+      return await ServerConnection.makeRequest(url, init, this.settings);
+    } catch (reason) {
+      throw new APIError('offline', `The Jupyter server does not answer (${reason}).`);
+    }
+  }
+
+  private async _json(response: Response): Promise<unknown> {
+    let body: any = null;
+    const text = await response.text();
+    try {
+      body = text ? JSON.parse(text) : null;
+    } catch {
+      body = null;
+    }
+    if (response.ok) {
+      return body;
+    }
+    const kind = failureKind(response.status, body);
+    const message =
+      kind === 'no-extension'
+        ? 'The aios_lab server extension is not enabled on this Jupyter server.'
+        : (body && (body.message || body.reason)) || `${response.status} ${response.statusText}`;
+    throw new APIError(kind, message, response.status);
+  }
+
+  private _cache = new Map<string, { etag: string; data: unknown }>();
+}

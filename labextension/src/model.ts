@@ -1,0 +1,411 @@
+/**
+ * The JSON models the server sends (one per object, shared with the CLI and the widgets) and the
+ * pure logic the views use: formatting, progress, which actions a state allows, chart geometry.
+ * Nothing here touches the DOM or JupyterLab, so it is unit-tested in plain node.
+ */
+
+export type JobState =
+  | 'queued'
+  | 'running'
+  | 'succeeded'
+  | 'failed'
+  | 'cancelled'
+  | 'interrupted';
+
+export interface IJob {
+  name: string;
+  state: JobState | string;
+  step: number;
+  steps: number;
+  priority?: number;
+  devices?: number[] | null;
+  n_devices?: number;
+  device_kind?: string;
+  pid?: number | null;
+  created?: number;
+  started?: number | null;
+  ended?: number | null;
+  updated?: number;
+  error?: string | null;
+  dataset?: unknown;
+  model?: unknown;
+  config?: Record<string, unknown>;
+  loss?: number | null;
+  accuracy?: number | null;
+  examples_per_s?: number | null;
+  eta_s?: number | null;
+  attempts?: number;
+  /** recent training losses, oldest first (overview only) */
+  spark?: number[];
+  /** steps with a finished checkpoint (detail only) */
+  checkpoints?: number[];
+}
+
+export interface IDevice {
+  id: number;
+  kind?: string;
+  name?: string;
+  job?: string | null;
+  memory_used?: number;
+  memory_total?: number;
+  utilization?: number;
+}
+
+export interface IQueued {
+  name: string;
+  n_devices?: number;
+  priority?: number;
+  created?: number;
+}
+
+/** A section of the overview: the items plus whether that part of aios_lab is there. */
+export interface ISection {
+  available: boolean;
+  reason?: string;
+  error?: string;
+}
+
+export interface IOverview {
+  jobs: ISection & { jobs: IJob[] };
+  devices: ISection & { devices: IDevice[]; queue: IQueued[]; kind?: string };
+  models: ISection & { models: Record<string, unknown>[] };
+  endpoints: ISection & { endpoints: Record<string, unknown>[] };
+  datasets: ISection & { datasets: Record<string, unknown>[] };
+}
+
+export interface IMetricRow {
+  step: number;
+  time: number;
+  split?: string;
+  loss?: number;
+  accuracy?: number;
+  [key: string]: unknown;
+}
+
+// ---- failures ------------------------------------------------------------------------------
+
+/** Why a request failed, in the terms the views show. */
+export type FailureKind =
+  | 'offline' // the Jupyter server does not answer (restarting, gone)
+  | 'no-extension' // the server answers but has no /aios/api (server extension not enabled)
+  | 'missing' // the object is gone (a job deleted while shown)
+  | 'refused' // the action is not possible in this state (409)
+  | 'error'; // anything else
+
+/** Classify an HTTP failure from its status and (JSON, if any) body. */
+export function failureKind(status: number, body: any): FailureKind {
+  if (status === 404 && body && body.missing) {
+    return 'missing';
+  }
+  if (status === 404 && (!body || body.available === undefined)) {
+    return 'no-extension';
+  }
+  if (status === 409) {
+    return 'refused';
+  }
+  if (status === 0 || status === 502 || status === 503 || status === 504) {
+    return 'offline';
+  }
+  return 'error';
+}
+
+// ---- states and actions --------------------------------------------------------------------
+
+const ACTIVE = new Set(['queued', 'running']);
+const RESUMABLE = new Set(['cancelled', 'interrupted', 'failed']);
+
+/** Whether the job is still going (so its views keep polling). */
+export function isActive(state: string): boolean {
+  return ACTIVE.has(state);
+}
+
+/** The buttons a job row shows in this state. */
+export function actions(state: string): Array<'cancel' | 'resume'> {
+  if (ACTIVE.has(state)) {
+    return ['cancel'];
+  }
+  if (RESUMABLE.has(state)) {
+    return ['resume'];
+  }
+  return [];
+}
+
+/** Progress as a fraction in [0, 1] (0 when the number of steps is unknown). */
+export function progress(step: number, steps: number): number {
+  if (!steps || steps <= 0 || !isFinite(step)) {
+    return 0;
+  }
+  return Math.min(1, Math.max(0, step / steps));
+}
+
+// ---- formatting ----------------------------------------------------------------------------
+
+/** 75 -> '1m 15s', 7300 -> '2h 1m', null -> '' */
+export function formatDuration(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined || !isFinite(seconds) || seconds < 0) {
+    return '';
+  }
+  const s = Math.round(seconds);
+  if (s < 60) {
+    return `${s}s`;
+  }
+  if (s < 3600) {
+    const m = Math.floor(s / 60);
+    const r = s % 60;
+    return r ? `${m}m ${r}s` : `${m}m`;
+  }
+  if (s < 86400) {
+    const h = Math.floor(s / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    return m ? `${h}h ${m}m` : `${h}h`;
+  }
+  const d = Math.floor(s / 86400);
+  const h = Math.floor((s % 86400) / 3600);
+  return h ? `${d}d ${h}h` : `${d}d`;
+}
+
+/** A metric value in 4 significant digits, '-' when missing. */
+export function formatNumber(value: number | null | undefined): string {
+  if (value === null || value === undefined || typeof value !== 'number' || !isFinite(value)) {
+    return '-';
+  }
+  if (value === 0) {
+    return '0';
+  }
+  const abs = Math.abs(value);
+  if (abs >= 1e5 || abs < 1e-3) {
+    return value.toExponential(2);
+  }
+  return String(Number(value.toPrecision(4)));
+}
+
+/** 1536 -> '1.5 KiB' */
+export function formatBytes(n: number | null | undefined): string {
+  if (n === null || n === undefined || !isFinite(n)) {
+    return '-';
+  }
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (Math.abs(v) >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+/** Seconds since a unix time, in the shortest unit: '5s', '3m', '2h', '4d'. */
+export function formatAge(t: number | null | undefined, now: number = Date.now() / 1000): string {
+  if (!t) {
+    return '-';
+  }
+  const s = Math.max(0, now - t);
+  if (s < 60) {
+    return `${Math.floor(s)}s`;
+  }
+  if (s < 3600) {
+    return `${Math.floor(s / 60)}m`;
+  }
+  if (s < 86400) {
+    return `${Math.floor(s / 3600)}h`;
+  }
+  return `${Math.floor(s / 86400)}d`;
+}
+
+/** 'step 120/300 · 40% · ETA 1m 5s' (the ETA only while running). */
+export function progressLabel(job: IJob): string {
+  const parts = [`${job.step}/${job.steps}`];
+  if (job.steps > 0) {
+    parts.push(`${Math.floor(progress(job.step, job.steps) * 100)}%`);
+  }
+  const eta = formatDuration(job.eta_s);
+  if (eta && job.state === 'running') {
+    parts.push(`ETA ${eta}`);
+  }
+  return parts.join(' · ');
+}
+
+/** Device ids as a compact list: [0,1,2,3,6] -> '0-3,6'. */
+export function formatDevices(ids: number[] | null | undefined): string {
+  if (!ids || ids.length === 0) {
+    return '-';
+  }
+  const sorted = [...ids].sort((a, b) => a - b);
+  const out: string[] = [];
+  let start = sorted[0];
+  let prev = start;
+  for (const id of sorted.slice(1).concat([NaN])) {
+    if (id === prev + 1) {
+      prev = id;
+      continue;
+    }
+    out.push(start === prev ? `${start}` : `${start}-${prev}`);
+    start = prev = id;
+  }
+  return out.join(',');
+}
+
+/** A label for a model spec or name as the jobs API stores it. */
+export function describe(value: unknown): string {
+  if (value === null || value === undefined) {
+    return '-';
+  }
+  if (typeof value === 'string' || typeof value === 'number') {
+    return String(value);
+  }
+  if (typeof value === 'object') {
+    const v = value as Record<string, unknown>;
+    const name = v.name ?? v.target;
+    if (name !== undefined) {
+      return v.version !== undefined ? `${name}@${v.version}` : String(name);
+    }
+  }
+  return JSON.stringify(value);
+}
+
+// ---- metrics -------------------------------------------------------------------------------
+
+/** Append newly fetched rows to the ones held, dropping any step already held for the same split. */
+export function mergeMetrics(held: IMetricRow[], fresh: IMetricRow[]): IMetricRow[] {
+  if (fresh.length === 0) {
+    return held;
+  }
+  const seen = new Set(held.map(r => `${r.split ?? ''}:${r.step}`));
+  const out = held.slice();
+  for (const row of fresh) {
+    const key = `${row.split ?? ''}:${row.step}`;
+    if (!seen.has(key)) {
+      seen.add(key);
+      out.push(row);
+    }
+  }
+  return out;
+}
+
+/** The highest step among rows (the `since` of the next metrics request), or null. */
+export function lastStep(rows: IMetricRow[]): number | null {
+  let last: number | null = null;
+  for (const r of rows) {
+    if (last === null || r.step > last) {
+      last = r.step;
+    }
+  }
+  return last;
+}
+
+/** [step, value] points of one metric, for training rows (split undefined) or one eval split. */
+export function series(rows: IMetricRow[], key: string, split?: string): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (const r of rows) {
+    if ((r.split ?? undefined) !== split) {
+      continue;
+    }
+    const v = r[key];
+    if (typeof v === 'number' && isFinite(v)) {
+      out.push([r.step, v]);
+    }
+  }
+  return out;
+}
+
+/** The eval splits present in the rows, in first-seen order. */
+export function splits(rows: IMetricRow[]): string[] {
+  const out: string[] = [];
+  for (const r of rows) {
+    if (r.split && !out.includes(r.split)) {
+      out.push(r.split);
+    }
+  }
+  return out;
+}
+
+// ---- chart geometry ------------------------------------------------------------------------
+
+export interface IBox {
+  width: number;
+  height: number;
+  pad?: number;
+}
+
+export interface IDomain {
+  x: [number, number];
+  y: [number, number];
+}
+
+/** The bounding domain of several point series (degenerate ranges widened so they can be drawn). */
+export function domainOf(all: Array<Array<[number, number]>>): IDomain | null {
+  let x0 = Infinity;
+  let x1 = -Infinity;
+  let y0 = Infinity;
+  let y1 = -Infinity;
+  for (const pts of all) {
+    for (const [x, y] of pts) {
+      x0 = Math.min(x0, x);
+      x1 = Math.max(x1, x);
+      y0 = Math.min(y0, y);
+      y1 = Math.max(y1, y);
+    }
+  }
+  if (!isFinite(x0) || !isFinite(y0)) {
+    return null;
+  }
+  if (x0 === x1) {
+    x0 -= 1;
+    x1 += 1;
+  }
+  if (y0 === y1) {
+    const d = Math.abs(y0) * 0.1 || 1;
+    y0 -= d;
+    y1 += d;
+  }
+  return { x: [x0, x1], y: [y0, y1] };
+}
+
+/** An SVG path ('M x y L x y ...') of points scaled into a box (y grows downwards in SVG). */
+export function linePath(points: Array<[number, number]>, box: IBox, domain?: IDomain | null): string {
+  const dom = domain ?? domainOf([points]);
+  if (!dom || points.length === 0) {
+    return '';
+  }
+  const pad = box.pad ?? 0;
+  const w = box.width - 2 * pad;
+  const h = box.height - 2 * pad;
+  const sx = (x: number) => pad + ((x - dom.x[0]) / (dom.x[1] - dom.x[0])) * w;
+  const sy = (y: number) => pad + h - ((y - dom.y[0]) / (dom.y[1] - dom.y[0])) * h;
+  return points
+    .map(([x, y], i) => `${i === 0 ? 'M' : 'L'}${round2(sx(x))} ${round2(sy(y))}`)
+    .join(' ');
+}
+
+/**
+ * A sparkline path of values at evenly spaced x positions. With `log`, positive values are drawn on
+ * a log scale (a loss falling from 6 to 0.01 stays readable); any value <= 0 falls back to linear.
+ */
+export function sparkPath(values: number[], width: number, height: number, log = false): string {
+  const finite = values.filter(v => isFinite(v));
+  const useLog = log && finite.length > 0 && finite.every(v => v > 0);
+  const pts = finite.map((v, i) => [i, useLog ? Math.log10(v) : v] as [number, number]);
+  if (pts.length < 2) {
+    return '';
+  }
+  return linePath(pts, { width, height, pad: 1 });
+}
+
+/** About `count` round tick values covering [lo, hi] (1, 2 or 5 times a power of ten apart). */
+export function ticks(lo: number, hi: number, count = 4): number[] {
+  if (!isFinite(lo) || !isFinite(hi) || hi <= lo || count < 1) {
+    return [];
+  }
+  const raw = (hi - lo) / count;
+  const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 5, 10].map(m => m * mag).find(s => s >= raw) ?? 10 * mag;
+  const out: number[] = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) {
+    out.push(Number(v.toPrecision(12)));
+  }
+  return out;
+}
+
+function round2(v: number): number {
+  return Math.round(v * 100) / 100;
+}

@@ -1,0 +1,506 @@
+/**
+ * The AIOS sidebar: one poller over /aios/api/overview feeding five collapsible sections
+ * (Jobs, Devices, Models, Endpoints, Datasets) and a status line for the empty, offline and
+ * extension-missing states.
+ */
+import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
+import { Button, ReactWidget, SidePanel, ToolbarButton, refreshIcon } from '@jupyterlab/ui-components';
+import { Message } from '@lumino/messaging';
+import { Widget } from '@lumino/widgets';
+import { ISignal, Signal } from '@lumino/signaling';
+import * as React from 'react';
+
+import { AiosAPI, APIError, FailureKind } from './api';
+import { Sparkline } from './charts';
+import { aiosIcon } from './icon';
+import {
+  IDevice,
+  IJob,
+  IOverview,
+  actions,
+  describe,
+  formatAge,
+  formatBytes,
+  formatDevices,
+  formatNumber,
+  progress,
+  progressLabel
+} from './model';
+import { Poller, TickResult } from './poller';
+
+export type Status = 'loading' | 'ok' | FailureKind;
+
+/** The overview, refreshed by a poller while someone looks at it. */
+export class SidebarModel {
+  constructor(readonly api: AiosAPI) {
+    this.poller = new Poller(() => this._tick());
+  }
+
+  readonly poller: Poller;
+
+  get overview(): IOverview | null {
+    return this._overview;
+  }
+
+  get status(): Status {
+    return this._status;
+  }
+
+  get message(): string {
+    return this._message;
+  }
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /** Poll while visible, stand by while hidden. */
+  setVisible(visible: boolean): void {
+    if (visible) {
+      this.poller.start();
+    } else {
+      this.poller.stop();
+    }
+  }
+
+  refresh(): Promise<TickResult | undefined> {
+    return this.poller.refresh();
+  }
+
+  async cancel(name: string): Promise<void> {
+    await this._act(() => this.api.cancel(name));
+  }
+
+  async resume(name: string, steps?: number): Promise<void> {
+    await this._act(() => this.api.resume(name, steps));
+  }
+
+  dispose(): void {
+    this.poller.dispose();
+    Signal.clearData(this);
+  }
+
+  private async _act(fn: () => Promise<unknown>): Promise<void> {
+    try {
+      await fn();
+    } catch (reason) {
+      void showErrorMessage('AIOS', reason instanceof Error ? reason.message : String(reason));
+    }
+    await this.refresh();
+  }
+
+  private async _tick(): Promise<TickResult> {
+    try {
+      const { data, changed } = await this.api.overview();
+      const wasOk = this._status === 'ok';
+      this._overview = data;
+      this._status = 'ok';
+      this._message = '';
+      if (changed || !wasOk) {
+        this._changed.emit();
+        return 'changed';
+      }
+      return 'unchanged';
+    } catch (reason) {
+      const kind: FailureKind = reason instanceof APIError ? reason.kind : 'error';
+      const message = reason instanceof Error ? reason.message : String(reason);
+      if (kind !== this._status || message !== this._message) {
+        this._status = kind;
+        this._message = message;
+        if (kind === 'offline') {
+          this.api.reset();
+        }
+        this._changed.emit();
+      }
+      return 'error';
+    }
+  }
+
+  private _overview: IOverview | null = null;
+  private _status: Status = 'loading';
+  private _message = '';
+  private _changed = new Signal<this, void>(this);
+}
+
+export interface ISidebarOptions {
+  model: SidebarModel;
+  openJob: (name: string) => void;
+}
+
+/** The left-sidebar panel. */
+export class AiosSidebar extends SidePanel {
+  constructor(options: ISidebarOptions) {
+    super();
+    this.model = options.model;
+    this.id = 'aios-sidebar';
+    this.addClass('aios-sidebar');
+    this.title.icon = aiosIcon;
+    this.title.caption = 'AIOS: jobs, devices, models';
+    this.toolbar.addItem(
+      'refresh',
+      new ToolbarButton({
+        icon: refreshIcon,
+        tooltip: 'Refresh now',
+        onClick: () => void this.model.refresh()
+      })
+    );
+    const heading = new Widget();
+    heading.addClass('aios-title');
+    heading.node.textContent = 'AIOS';
+    this.header.addWidget(heading);
+    this.header.addWidget(new StatusLine(this.model));
+    const sections: Array<[string, (o: IOverview) => JSX.Element]> = [
+      ['Jobs', o => <JobsList overview={o} model={this.model} openJob={options.openJob} />],
+      ['Devices', o => <DevicesList overview={o} />],
+      ['Models', o => <ItemList section={o.models} items={o.models.models} kind="models" empty="No models yet: `%aios publish JOB --as MODEL`." />],
+      ['Endpoints', o => <ItemList section={o.endpoints} items={o.endpoints.endpoints} kind="endpoints" empty="No endpoint running: `%aios serve`." />],
+      ['Datasets', o => <ItemList section={o.datasets} items={o.datasets.datasets} kind="datasets" empty="No datasets yet: `%aios dataset NAME --from SOURCE`." />]
+    ];
+    for (const [label, render] of sections) {
+      const section = new Section(this.model, render);
+      section.id = `aios-section-${label.toLowerCase()}`;
+      section.title.label = label;
+      this.addWidget(section);
+    }
+    this._onVisibility = () => this._sync();
+    document.addEventListener('visibilitychange', this._onVisibility);
+  }
+
+  readonly model: SidebarModel;
+
+  dispose(): void {
+    document.removeEventListener('visibilitychange', this._onVisibility);
+    this.model.dispose();
+    super.dispose();
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    this._sync();
+  }
+
+  protected onAfterHide(msg: Message): void {
+    super.onAfterHide(msg);
+    this._sync();
+  }
+
+  protected onAfterAttach(msg: Message): void {
+    super.onAfterAttach(msg);
+    this._sync();
+  }
+
+  private _sync(): void {
+    this.model.setVisible(this.isVisible && document.visibilityState !== 'hidden');
+  }
+
+  private _onVisibility: () => void;
+}
+
+/** A ReactWidget re-rendered whenever the model changes. */
+class Section extends ReactWidget {
+  constructor(
+    private _model: SidebarModel,
+    private _render: (o: IOverview) => JSX.Element
+  ) {
+    super();
+    this.addClass('aios-section');
+    _model.changed.connect(() => this.update(), this);
+  }
+
+  render(): JSX.Element {
+    const o = this._model.overview;
+    if (!o) {
+      return <div className="aios-empty">{this._model.status === 'loading' ? 'Loading…' : 'Not available.'}</div>;
+    }
+    return this._render(o);
+  }
+}
+
+class StatusLine extends ReactWidget {
+  constructor(private _model: SidebarModel) {
+    super();
+    this.addClass('aios-status');
+    _model.changed.connect(() => this.update(), this);
+  }
+
+  render(): JSX.Element | null {
+    const { status, message } = this._model;
+    if (status === 'ok' || status === 'loading') {
+      return null;
+    }
+    const text: Record<string, string> = {
+      offline: 'The Jupyter server does not answer; retrying…',
+      'no-extension':
+        'The aios_lab server extension is not enabled: run `jupyter server extension enable aios_lab.server` and restart Jupyter.',
+      error: `The AIOS API failed: ${message}`
+    };
+    return (
+      <div className={`aios-banner aios-banner-${status}`} role="status">
+        {text[status] ?? message}
+      </div>
+    );
+  }
+}
+
+function Unavailable(props: { reason?: string; error?: string }): JSX.Element {
+  return (
+    <div className="aios-empty" title={props.reason ?? props.error}>
+      {props.error ? `Could not read this: ${props.error}` : 'Not available in this installation yet.'}
+    </div>
+  );
+}
+
+function JobsList(props: { overview: IOverview; model: SidebarModel; openJob: (name: string) => void }): JSX.Element {
+  const section = props.overview.jobs;
+  if (!section.available || section.error) {
+    return <Unavailable reason={section.reason} error={section.error} />;
+  }
+  if (section.jobs.length === 0) {
+    return <div className="aios-empty">No jobs yet: `%aios train JOB --dataset D --model M`.</div>;
+  }
+  // newest first
+  const jobs = [...section.jobs].sort((a, b) => (b.created ?? 0) - (a.created ?? 0));
+  return (
+    <ul className="aios-list aios-jobs">
+      {jobs.map(job => (
+        <JobRow key={job.name} job={job} model={props.model} openJob={props.openJob} />
+      ))}
+    </ul>
+  );
+}
+
+export function StateBadge(props: { state: string }): JSX.Element {
+  return <span className={`aios-badge aios-badge-${props.state}`}>{props.state}</span>;
+}
+
+export function ProgressBar(props: { job: IJob }): JSX.Element {
+  const pct = Math.round(progress(props.job.step, props.job.steps) * 1000) / 10;
+  return (
+    <div
+      className={`aios-progress aios-progress-${props.job.state}`}
+      role="progressbar"
+      aria-valuemin={0}
+      aria-valuemax={props.job.steps}
+      aria-valuenow={props.job.step}
+    >
+      <div className="aios-progress-fill" style={{ width: `${pct}%` }} />
+    </div>
+  );
+}
+
+export function JobActions(props: { job: IJob; model: { cancel(n: string): Promise<void>; resume(n: string, s?: number): Promise<void> } }): JSX.Element {
+  const { job, model } = props;
+  const [busy, setBusy] = React.useState(false);
+  const run = (fn: () => Promise<void>) => {
+    setBusy(true);
+    void fn().finally(() => setBusy(false));
+  };
+  return (
+    <span className="aios-actions">
+      {actions(job.state).map(action =>
+        action === 'cancel' ? (
+          <Button key="cancel" small minimal disabled={busy} className="aios-cancel" data-action="cancel" title="Checkpoint, then stop" onClick={() => run(() => model.cancel(job.name))}>
+            Cancel
+          </Button>
+        ) : (
+          <Button key="resume" small minimal disabled={busy} className="aios-resume" data-action="resume" title="Continue from the latest checkpoint" onClick={() => run(() => askResume(job, model))}>
+            Resume
+          </Button>
+        )
+      )}
+    </span>
+  );
+}
+
+async function askResume(job: IJob, model: { resume(n: string, s?: number): Promise<void> }): Promise<void> {
+  const body = new ResumeBody(job.steps);
+  const result = await showDialog({
+    title: `Resume ${job.name}`,
+    body,
+    buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Resume' })]
+  });
+  if (result.button.accept) {
+    const steps = result.value ?? undefined;
+    await model.resume(job.name, steps && steps !== job.steps ? steps : undefined);
+  }
+}
+
+class ResumeBody extends ReactWidget implements Dialog.IBodyWidget<number | null> {
+  constructor(private _steps: number) {
+    super();
+  }
+
+  getValue(): number | null {
+    const input = this.node.querySelector('input');
+    const v = input ? parseInt(input.value, 10) : NaN;
+    return isFinite(v) && v > 0 ? v : null;
+  }
+
+  render(): JSX.Element {
+    return (
+      <label className="aios-resume-form">
+        Total steps <input className="jp-mod-styled" type="number" min={1} defaultValue={this._steps} />
+      </label>
+    );
+  }
+}
+
+function JobRow(props: { job: IJob; model: SidebarModel; openJob: (name: string) => void }): JSX.Element {
+  const { job } = props;
+  return (
+    <li className="aios-job" data-job={job.name} data-state={job.state}>
+      <div className="aios-row-head">
+        <button className="aios-link aios-job-name" title={`Open ${job.name}`} onClick={() => props.openJob(job.name)}>
+          {job.name}
+        </button>
+        <StateBadge state={job.state} />
+      </div>
+      <ProgressBar job={job} />
+      <div className="aios-row-meta">
+        <span className="aios-job-step" data-step={job.step}>
+          {progressLabel(job)}
+        </span>
+      </div>
+      <div className="aios-row-meta">
+        <span title="latest training loss">
+          loss <span className="aios-job-loss">{formatNumber(job.loss)}</span>
+        </span>
+        <Sparkline values={job.spark ?? []} log title="recent training loss (log scale)" />
+        {job.accuracy !== null && job.accuracy !== undefined && <span title="latest eval accuracy">acc {formatNumber(job.accuracy)}</span>}
+      </div>
+      <div className="aios-row-meta aios-row-foot">
+        <span title="devices">
+          {job.device_kind ?? 'dev'} {job.devices && job.devices.length ? formatDevices(job.devices) : `×${job.n_devices ?? '-'}`}
+        </span>
+        <span className="aios-dim" title="model · dataset">
+          {describe(job.model)} · {describe(job.dataset)}
+        </span>
+        <JobActions job={job} model={props.model} />
+      </div>
+      {job.error && job.state === 'failed' && <div className="aios-error" title={job.error}>{job.error.split('\n').slice(-1)[0]}</div>}
+    </li>
+  );
+}
+
+function DevicesList(props: { overview: IOverview }): JSX.Element {
+  const section = props.overview.devices;
+  if (!section.available || section.error) {
+    return <Unavailable reason={section.reason} error={section.error} />;
+  }
+  return (
+    <div>
+      {section.devices.length === 0 ? (
+        <div className="aios-empty">No devices found.</div>
+      ) : (
+        <ul className="aios-list aios-devices">
+          {section.devices.map(d => (
+            <DeviceRow key={d.id} device={d} />
+          ))}
+        </ul>
+      )}
+      <div className="aios-subhead">Queue</div>
+      {section.queue.length === 0 ? (
+        <div className="aios-empty">Nothing waiting.</div>
+      ) : (
+        <ol className="aios-list aios-queue">
+          {section.queue.map(q => (
+            <li key={q.name} className="aios-queued" data-job={q.name}>
+              <span className="aios-strong">{q.name}</span>
+              <span className="aios-dim">
+                needs {q.n_devices ?? '?'} · priority {q.priority ?? 0} · waiting {formatAge(q.created)}
+              </span>
+            </li>
+          ))}
+        </ol>
+      )}
+    </div>
+  );
+}
+
+function DeviceRow(props: { device: IDevice }): JSX.Element {
+  const d = props.device;
+  const mem = d.memory_total ? (d.memory_used ?? 0) / d.memory_total : null;
+  const util = d.utilization !== undefined && d.utilization !== null ? d.utilization : null;
+  return (
+    <li className="aios-device" data-device={d.id}>
+      <div className="aios-row-head">
+        <span className="aios-ellipsis">
+          <span className="aios-strong">
+            {d.kind ?? 'device'} {d.id}
+          </span>{' '}
+          {d.name && <span className="aios-dim" title={d.name}>{d.name}</span>}
+        </span>
+        <span className={d.job ? 'aios-badge aios-badge-running' : 'aios-badge aios-badge-idle'} title={d.job ? `held by job ${d.job}` : 'free'}>
+          {d.job ? d.job : 'idle'}
+        </span>
+      </div>
+      {(mem !== null || util !== null) && (
+        <div className="aios-row-meta" title="read through NVML">
+          {mem !== null && (
+            <>
+              <span className="aios-meter">
+                <span className="aios-meter-fill" style={{ width: `${Math.round(mem * 100)}%` }} />
+              </span>
+              <span>
+                mem {formatBytes(d.memory_used)} / {formatBytes(d.memory_total)}
+              </span>
+            </>
+          )}
+          {util !== null && (
+            <>
+              <span className="aios-meter">
+                <span className="aios-meter-fill" style={{ width: `${Math.round(util)}%` }} />
+              </span>
+              <span>util {Math.round(util)}%</span>
+            </>
+          )}
+        </div>
+      )}
+    </li>
+  );
+}
+
+const TITLE_KEYS = ['name', 'model', 'url'];
+const DETAIL_KEYS: Array<[string, (v: any) => string]> = [
+  ['version', v => `v${v}`],
+  ['latest', v => `v${v}`],
+  ['versions', v => (Array.isArray(v) ? `${v.length} version${v.length === 1 ? '' : 's'}` : `${v} versions`)],
+  ['aliases', v => (Array.isArray(v) ? v.join(', ') : typeof v === 'object' && v ? Object.entries(v).map(([a, n]) => `${a}→v${n}`).join(', ') : String(v))],
+  ['state', v => String(v)],
+  ['ready', v => (v ? 'ready' : 'not ready')],
+  ['models', v => (Array.isArray(v) ? v.map(describe).join(', ') : describe(v))],
+  ['requests_per_s', v => `${formatNumber(v)} req/s`],
+  ['task', v => String(v)],
+  ['splits', v => (typeof v === 'object' && v ? Object.entries(v).map(([s, n]) => `${s} ${n}`).join(' · ') : String(v))],
+  ['nbytes', v => formatBytes(v)],
+  ['created', v => formatAge(v) + ' ago']
+];
+
+/** A generic list for models, endpoints and datasets (their JSON models are owned elsewhere). */
+function ItemList(props: { section: { available: boolean; reason?: string; error?: string }; items: Record<string, unknown>[]; kind: string; empty: string }): JSX.Element {
+  if (!props.section.available || props.section.error) {
+    return <Unavailable reason={props.section.reason} error={props.section.error} />;
+  }
+  if (props.items.length === 0) {
+    return <div className="aios-empty">{props.empty}</div>;
+  }
+  return (
+    <ul className={`aios-list aios-${props.kind}`}>
+      {props.items.map((item, i) => {
+        const titleKey = TITLE_KEYS.find(k => typeof item[k] === 'string');
+        const title = titleKey ? String(item[titleKey]) : `#${i + 1}`;
+        const details = DETAIL_KEYS.filter(([k]) => k !== titleKey && item[k] !== undefined && item[k] !== null).map(([k, f]) => f(item[k]));
+        const url = typeof item.url === 'string' && titleKey !== 'url' ? item.url : null;
+        return (
+          <li key={`${title}-${i}`} className="aios-item" data-name={title}>
+            <div className="aios-row-head">
+              <span className="aios-strong aios-ellipsis">{title}</span>
+            </div>
+            {details.length > 0 && <div className="aios-row-meta aios-dim">{details.join(' · ')}</div>}
+            {url && <div className="aios-row-meta aios-dim aios-ellipsis">{url}</div>}
+          </li>
+        );
+      })}
+    </ul>
+  );
+}

@@ -1,0 +1,86 @@
+"""Start a real Jupyter server (or JupyterLab) on a free loopback port with a token, for the sidebar tests."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str  # ends with "/"
+    token: str
+    home: Path  # the AIOS_HOME the server reads
+    proc: subprocess.Popen
+    log: Path
+
+    def api(self, path: str) -> str:
+        return f"{self.url}aios/api/{path}"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def start(tmp: Path, home: Path, *, lab: bool = False, timeout: float = 60.0) -> Server:
+    """``jupyter server`` (or ``jupyter lab`` when ``lab``) with the aios_lab server extension, AIOS_HOME=home."""
+    port, token = free_port(), secrets.token_hex(16)
+    root = tmp / "root"
+    root.mkdir(parents=True, exist_ok=True)
+    settings, workspaces, runtime = tmp / "settings", tmp / "workspaces", tmp / "runtime"
+    quiet = settings / "@jupyterlab" / "apputils-extension"
+    quiet.mkdir(parents=True, exist_ok=True)
+    (quiet / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    workspaces.mkdir(exist_ok=True)
+    env = dict(os.environ, AIOS_HOME=str(home), JUPYTERLAB_SETTINGS_DIR=str(settings),
+               JUPYTERLAB_WORKSPACES_DIR=str(workspaces), JUPYTER_RUNTIME_DIR=str(runtime))
+    extensions = {"aios_lab.server": True}
+    if lab:
+        extensions["jupyterlab"] = True
+    cmd = [sys.executable, "-m", "jupyterlab" if lab else "jupyter_server",
+           f"--port={port}", "--ip=127.0.0.1", "--no-browser", "--ServerApp.port_retries=0",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+           f"--ServerApp.jpserver_extensions={extensions!r}"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # containers and CI run as root
+    log = tmp / ("lab.log" if lab else "server.log")
+    proc = subprocess.Popen(cmd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=root)
+    server = Server(f"http://127.0.0.1:{port}/", token, home, proc, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the Jupyter server exited with {proc.returncode}:\n{server.log_text()[-3000:]}")
+        try:
+            if requests.get(server.url + "api/status", headers=server.auth, timeout=2).status_code == 200:
+                return server
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"the Jupyter server did not answer within {timeout}s:\n{server.log_text()[-3000:]}")

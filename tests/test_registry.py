@@ -1,0 +1,200 @@
+"""The registry with in-memory models: publish -> load -> predict, tamper detection, aliases, audit, bad input."""
+import functools
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from IPython.core.error import UsageError
+
+from aios_lab import registry
+from aios_lab.catalog import catalog
+from aios_lab.compress.qmodel import QForward
+from aios_lab.compress.quant import QTensor, compress_params
+from aios_lab.errors import AiosError
+from aios_lab.verbs import run
+
+X = np.random.default_rng(0).standard_normal((7, 8, 8)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _mlp():
+    from aios_lab.train.models import build, resolve
+
+    spec = resolve("mlp", width=32)
+    model = build(spec, "classification", 10, (8, 8))
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((2, 8, 8), np.float32))
+    rng = np.random.default_rng(2)
+    params = jax.tree.map(lambda s: (rng.standard_normal(s.shape) * 0.3).astype(s.dtype), shapes)
+    return spec, model, params
+
+
+def publish(name="digits", params=None, **kw):
+    spec, _, p = _mlp()
+    return registry.publish_params(name, spec, p if params is None else params, task="classification",
+                                   input_shape=(8, 8), n_outputs=10, **kw)
+
+
+def audit(action=None):
+    return [(r["action"], r["object"], json.loads(r["details"])) for r in
+            catalog().query("SELECT * FROM audit ORDER BY id") if action in (None, r["action"])]
+
+
+def snapshot(home):
+    return sorted(str(p.relative_to(home)) for p in home.rglob("*") if "catalog.sqlite" not in p.name)
+
+
+def test_publish_load_predict_equals_the_in_memory_model(aios_home):
+    spec, model, params = _mlp()
+    mv = publish(metrics={"accuracy": np.float32(0.9)}, lineage={"dataset": "digits", "dataset_version": 1})
+    assert (mv.name, mv.version) == ("digits", 1)
+    path = aios_home / "models" / "digits" / "v1"
+    assert mv.path == str(path)
+    assert sorted(os.listdir(path)) == ["lineage.json", "manifest.json", "metrics.json", "model.json",
+                                        "params.safetensors", "signature.json"]
+    assert not any(os.stat(path / f).st_mode & 0o222 for f in os.listdir(path))  # read-only files
+    m = registry.load("digits")
+    assert (m.name, m.version, m.path) == ("digits", 1, path)
+    assert m.signature == {"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 8, 8]}],
+                           "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]}
+    assert m.metadata["metrics"] == {"accuracy": pytest.approx(0.9)}
+    lin = m.metadata["lineage"]
+    assert lin["dataset"] == "digits" and len(lin["code_hash"]) == 64 and lin["method"] is None
+    assert m.metadata["spec"] == spec
+    expected = np.asarray(model.apply(params, X))
+    np.testing.assert_allclose(m.predict(X), expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(m.forward(X[:3]), expected[:3], rtol=1e-6, atol=1e-6)  # server's entry, any batch
+    np.testing.assert_allclose(m.predict(X[0]), expected[0], rtol=1e-6, atol=1e-6)  # one sample
+    with pytest.raises(AiosError, match="shaped"):
+        m.predict(np.zeros((2, 64), np.float32))
+
+
+@pytest.mark.parametrize("method", ["int8", "int4", "prune:0.5+int8"])
+def test_compressed_versions_run_compressed_and_match(method):
+    spec, model, params = _mlp()
+    q, info = compress_params(params, method)
+    mv = publish("small", q, method=method)
+    m = registry.load("small", mv.version)
+    assert m.compressed and m.metadata["method"] == method and m.metadata["lineage"]["method"] == method
+    assert isinstance(m.params["params"]["Dense_0"]["kernel"], QTensor)
+    assert str(m.params["params"]["Dense_0"]["kernel"].data.dtype) in ("int8", "uint8")
+    assert m.nbytes == info["bytes_after"] < info["bytes_before"] / 3
+    np.testing.assert_array_equal(m.predict(X), QForward(model.apply, q)(X))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "extra", "manifest", "missing"])
+def test_a_tampered_or_truncated_artifact_is_refused(aios_home, damage):
+    mv = publish()
+    path = aios_home / "models" / "digits" / "v1"
+    target = path / "params.safetensors"
+    os.chmod(target, 0o644)
+    raw = bytearray(target.read_bytes())
+    if damage == "flip":
+        raw[len(raw) // 2] ^= 0x01
+        target.write_bytes(raw)
+        msg = "params.safetensors has been modified"
+    elif damage == "truncate":
+        target.write_bytes(raw[:-100])
+        msg = "params.safetensors is truncated"
+    elif damage == "extra":
+        (path / "evil.pkl").write_bytes(b"x")
+        msg = "unexpected file"
+    elif damage == "manifest":
+        os.chmod(path / "manifest.json", 0o644)
+        (path / "manifest.json").write_text((path / "manifest.json").read_text().replace('"model"', '"modell"'))
+        msg = "manifest.json does not match"
+    else:
+        os.remove(path / "signature.json")
+        msg = "signature.json is missing"
+    with pytest.raises(AiosError, match=msg) as e:
+        registry.load("digits")
+    assert "\n" not in str(e.value) and "digits:v1" in str(e.value)
+    assert not audit("load"), "a refused load is not a load"
+
+
+def test_aliases_move_and_resolve_and_the_audit_log_records_it(aios_home):
+    publish(alias="production")
+    publish(alias="staging")
+    assert registry.load("digits", "production").version == 1
+    assert registry.load("digits", "staging").version == 2 and registry.load("digits").version == 2
+    registry.set_alias("digits", "production", 2)
+    assert registry.load("digits", "production").version == 2
+    assert {mv.version: mv.aliases for mv in registry.list_models()} == {1: [], 2: ["production", "staging"]}
+    assert registry.load("digits", "v1").version == 1 and registry.load("digits", 1).version == 1
+    for bad, msg in [("prod", "no alias 'prod'"), (3, "no version 3"), ("latest", None)]:
+        if msg:
+            with pytest.raises(AiosError, match=msg):
+                registry.load("digits", bad)
+    with pytest.raises(AiosError, match="reserved"):
+        registry.set_alias("digits", "latest", 1)
+    with pytest.raises(AiosError, match="no version 9"):
+        registry.set_alias("digits", "production", 9)
+    with pytest.raises(AiosError, match="no model named"):
+        registry.load("nope")
+    rows = audit()
+    actions = [(a, o) for a, o, _ in rows]
+    assert actions[:4] == [("publish", "digits:v1"), ("alias", "digits@production"), ("publish", "digits:v2"),
+                           ("alias", "digits@staging")]
+    moved = [d for a, o, d in rows if a == "alias" and d["previous"] == 1]
+    assert moved and moved[0]["version"] == 2 and len(moved[0]["manifest_sha256"]) == 64
+    loads = [d for a, _, d in rows if a == "load"]
+    assert len(loads) == 6 and {d["requested"] for d in loads} >= {"production", "staging", None, "v1", "1"}
+    assert all(r["user"] for r in catalog().query("SELECT user FROM audit"))
+
+
+def test_delete_refuses_an_aliased_version_then_removes_files_and_row(aios_home):
+    publish(alias="production")
+    publish()
+    with pytest.raises(AiosError, match="aliased as production"):
+        registry.delete("digits", 1)
+    registry.set_alias("digits", "production", 2)
+    registry.delete("digits", 1)
+    assert [mv.version for mv in registry.list_models("digits")] == [2]
+    assert not (aios_home / "models" / "digits" / "v1").exists()
+    assert publish().version == 3  # numbers are never reused
+    assert ("delete", "digits:v1") in [(a, o) for a, o, _ in audit()]
+
+
+def test_bad_input_gives_one_line_and_writes_nothing(aios_home):
+    spec, _, params = _mlp()
+    catalog()
+    before = snapshot(aios_home)
+    wrong = jax.tree.map(lambda a: a, params)
+    wrong["params"]["Dense_0"] = {"kernel": np.zeros((3, 32), np.float32), "bias": np.zeros(32, np.float32)}
+    cases = [
+        lambda: publish("Bad Name"),
+        lambda: publish("../escape"),
+        lambda: publish(alias="7"),
+        lambda: publish(alias="no spaces"),
+        lambda: publish(params=wrong),
+        lambda: publish(method="int3"),
+        lambda: registry.publish_params("m", {"kind": "builtin", "name": "mlp"}, params, task="ranking",
+                                        input_shape=(8, 8), n_outputs=10),
+        lambda: publish(metrics={"x": object()}),
+    ]
+    for case in cases:
+        with pytest.raises(AiosError) as e:
+            case()
+        assert "\n" not in str(e.value)
+    assert snapshot(aios_home) == before
+    assert catalog().query("SELECT * FROM models") == [] and audit() == []
+
+
+def test_verbs_models_model_show_alias_and_audit(aios_home):
+    publish(metrics={"accuracy": 0.97}, lineage={"job": "j1", "checkpoint_step": 60, "dataset": "digits",
+                                                 "dataset_version": 1})
+    publish()
+    text = str(run("models"))
+    assert "digits" in text and "accuracy 0.97" in text and "j1@60" in text
+    run("model alias digits production 1")
+    show = str(run("model show digits production"))
+    assert "digits:v1" in show and "production" in show and "FP32 [-1, 8, 8]" in show
+    registry.load("digits", "production")
+    log = str(run("audit --tail 3"))
+    assert "load" in log and "digits:v1" in log and "alias" in log
+    assert "publish" in str(run("audit --action publish"))
+    with pytest.raises(UsageError, match="no model named"):
+        run("model show nothing")
+    run("model delete digits 2")
+    assert [mv.version for mv in registry.list_models()] == [1]
