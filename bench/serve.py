@@ -80,7 +80,7 @@ def wrk(url: str, body: bytes, token: str | None, conns: int, seconds: float, wo
     script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n' + auth +
                       "wrk.body = [==[" + body.decode() + "]==]\n")
     threads = 1 if conns == 1 else 2
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+    out = subprocess.run(["wrk", "--timeout", "30s", f"-t{threads}", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url],
                          capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))

@@ -29,11 +29,13 @@ def plain(text: str) -> str:
 
 
 def test_extensions_are_installed_and_enabled():
-    labext = run([str(BIN / "jupyter"), "labextension", "list"], 120)
-    out = plain(labext.stdout + labext.stderr)
+    env = dict(os.environ, NO_COLOR="1", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    lists = [subprocess.Popen([str(BIN / "jupyter"), *what, "list"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=env) for what in (["labextension"], ["server", "extension"])]
+    labext, server = (p.communicate(timeout=120)[0] for p in lists)
+    out = plain(labext)
     assert re.search(r"aios-lab v\S+ enabled\s+OK \(python, aios_lab\)", out), out
-    server = run([str(BIN / "jupyter"), "server", "extension", "list"], 120)
-    out = plain(server.stdout + server.stderr)
+    out = plain(server)
     assert re.search(r"aios_lab\.server\s+enabled", out), out
     assert re.search(r"aios_lab\.server\s+OK", out), out
     built = json.loads((ROOT / "aios_lab" / "labextension" / "package.json").read_text())

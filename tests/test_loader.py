@@ -46,7 +46,7 @@ def test_host_batch_is_a_pure_function_of_seed_and_step(ds):
     assert not np.array_equal(ids(a.host_batch(0)), ids(a.host_batch(15)))  # epoch 0 vs epoch 1
 
 
-@pytest.mark.parametrize("budget", [None, 24_000])  # cached; streaming with 2-chunk windows
+@pytest.mark.parametrize("budget", [None, 48_000])  # cached; streaming with 2-chunk windows
 def test_every_row_once_per_epoch(ds, budget):
     loader = Loader(ds, "train", 40, sharding(), seed=3, memory_budget=budget)
     assert loader.cached is (budget is None) and loader.steps_per_epoch == 25
@@ -56,7 +56,7 @@ def test_every_row_once_per_epoch(ds, budget):
 
 
 def test_streaming_shuffles_within_windows_and_reads_chunk_by_chunk(ds):
-    loader = Loader(ds, "train", 48, sharding(), seed=0, memory_budget=24_000)
+    loader = Loader(ds, "train", 48, sharding(), seed=0, memory_budget=48_000)
     assert not loader.cached and loader.window == 2
     where = np.argsort(ds.load("train")[0][:, 0])  # row id -> its position in the stored (shuffled) split
     chunks = {tuple(sorted(set(where[ids(loader.host_batch(s))] // 100))) for s in range(4)}
@@ -64,7 +64,7 @@ def test_streaming_shuffles_within_windows_and_reads_chunk_by_chunk(ds):
     assert len(loader._buffers) <= 2  # memory: the current window (and the next one)
 
 
-@pytest.mark.parametrize("budget", [None, 24_000])
+@pytest.mark.parametrize("budget", [None, 48_000])
 def test_restart_at_step_k_sees_the_same_batches(ds, budget):
     with Loader(ds, "train", 40, sharding(), seed=7, memory_budget=budget, steps=60) as full:
         straight = [(s, ids((x, y)), np.asarray(y)) for s, x, y in full]
@@ -152,3 +152,8 @@ def test_two_processes_each_read_only_their_slice(ds, aios_home, tmp_path):
             assert row["local"] == row["host"][row["lo"] : row["hi"]]  # only its own rows
             assert sum((ids for _, ids in row["shards"]), []) == row["local"]
     assert [r["host"] for r in results[0]] == [r["host"] for r in results[1]]  # both agree on the batch
+
+
+def test_too_small_a_budget_is_a_clear_error(ds):
+    with pytest.raises(AiosError, match="at least 8 chunks"):
+        Loader(ds, "train", 8, memory_budget=10_000)

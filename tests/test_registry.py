@@ -198,3 +198,21 @@ def test_verbs_models_model_show_alias_and_audit(aios_home):
         run("model show nothing")
     run("model delete digits 2")
     assert [mv.version for mv in registry.list_models()] == [1]
+
+
+def test_a_compressed_language_model_round_trips_with_an_int32_signature():
+    from aios_lab.train.models import build, resolve
+
+    spec = resolve("gpt", d_model=32, n_layers=1, n_heads=2)
+    model = build(spec, "lm", 256, (16,))
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((2, 16), np.int32))
+    rng = np.random.default_rng(3)
+    params = jax.tree.map(lambda s: (rng.standard_normal(s.shape) * 0.05).astype(s.dtype), shapes)
+    q, info = compress_params(params, "int4")
+    assert info["kept_float"] == [] and info["weight_ratio"] > 7
+    registry.publish_params("tiny-gpt", spec, q, task="lm", input_shape=(16,), n_outputs=256, method="int4")
+    m = registry.load("tiny-gpt")
+    assert m.signature["inputs"][0] == {"name": "input", "datatype": "INT32", "shape": [-1, 16]}
+    assert m.signature["outputs"][0]["shape"] == [-1, 16, 256]
+    tokens = rng.integers(0, 256, size=(3, 16)).astype(np.int32)
+    np.testing.assert_array_equal(m.predict(tokens), QForward(model.apply, q)(tokens))

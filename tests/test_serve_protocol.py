@@ -230,7 +230,7 @@ def test_metrics_and_access_log(srv, client):
     time.sleep(1.2)  # the access log is flushed once a second
     log = (srv.home.resolve() / "serve" / f"{srv.url.rsplit(':', 1)[1]}.access.log").read_text().splitlines()
     rows_ = [json.loads(line) for line in log]
-    assert any(r["route"] == "infer" and r["model"] == "tiny" and r["status"] == 200 and r["ms"] >= 0 for r in rows_)
+    assert any(r["route"] == "infer" and r["model"] == "tiny" and r["status"] == 200 and r["us"] >= 0 for r in rows_)
     assert all("authorization" not in line.lower() for line in log)
 
 

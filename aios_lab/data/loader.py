@@ -5,7 +5,8 @@ permuted from ``(seed, e)`` and the rows inside each window are permuted again. 
 times three fits the memory budget is one window (a full permutation): it is cached in memory, and
 each epoch's rows are laid out batch after batch one epoch ahead on a reader thread, so a batch is a
 contiguous slice. A larger split streams window by window, so every chunk is decoded once per epoch
-and memory stays near two windows (each at most a quarter of the budget). Step ``s``
+and memory stays near two windows (each at most an eighth of the budget, leaving room for decode
+buffers and the allocator). Step ``s``
 takes positions ``[j*B, (j+1)*B)`` of epoch ``s // steps_per_epoch`` (``j = s % steps_per_epoch``;
 the last partial batch of an epoch is dropped). The order depends only on the dataset version, split,
 batch size, seed and memory budget -- never on where a run started -- so a job resumed at step k sees
@@ -89,10 +90,10 @@ class Loader:
         if self.cached:
             self.window = self.n_chunks
         else:
-            self.window = max(1, min(window_bytes, self.memory_budget // 4) // chunk_bytes)
-            if 2 * self.window * chunk_bytes > self.memory_budget:
-                raise AiosError(f"memory_budget {self.memory_budget} bytes is below two {chunk_bytes}-byte chunks "
-                                f"of {ds.name}/{split}; raise it")
+            self.window = max(1, min(window_bytes, self.memory_budget // 8) // chunk_bytes)
+            if 8 * chunk_bytes > self.memory_budget:
+                raise AiosError(f"memory_budget {self.memory_budget} bytes is too small to stream {ds.name}/{split}; "
+                                f"give at least 8 chunks ({8 * chunk_bytes} bytes)")
         self._epochs: dict[int, _Epoch] = {}
         self._buffers: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._pending: dict[tuple[int, int], Future] = {}
@@ -172,8 +173,9 @@ class Loader:
         import jax
 
         step = self.start_step
-        # Fresh host arrays per batch: on the CPU backend device_put may alias host memory, and a train
+        # Never reuse a host buffer: on the CPU backend device_put may alias host memory, and a train
         # step dispatched asynchronously can still be reading a batch long after it was handed over.
+        # Streaming gathers fresh arrays; cached batches are views of a per-epoch copy never written again.
         try:
             while not self._stop.is_set() and (self.steps is None or step < self.steps):
                 x, y = self.device_batch(step)

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import glob as globlib
-import inspect
 import io
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,22 +71,25 @@ def _from_vars(spec: str, target: str | None, user_ns: dict | None) -> Raw:
 
 
 def _namespace(user_ns: dict | None) -> dict:
-    """The kernel's variables: given, else IPython's, else the calling script's globals."""
+    """The kernel's variables: given; else the calling code's (a notebook cell's are the kernel's); else IPython's."""
     if user_ns is not None:
         return user_ns
+    ns: dict = {}
     try:
         from IPython import get_ipython
 
         shell = get_ipython()
         if shell is not None:
-            return shell.user_ns
+            ns.update(shell.user_ns)
     except ImportError:  # pragma: no cover - IPython is a dependency
         pass
-    for frame_info in inspect.stack()[2:]:
-        module = frame_info.frame.f_globals.get("__name__", "")
-        if not module.startswith("aios_lab"):
-            return {**frame_info.frame.f_globals, **frame_info.frame.f_locals}
-    return {}
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("aios_lab"):
+        frame = frame.f_back
+    if frame is not None:
+        ns.update(frame.f_globals)
+        ns.update(frame.f_locals)
+    return ns
 
 
 # -- scikit-learn's bundled data -----------------------------------------------------------------

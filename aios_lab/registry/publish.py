@@ -165,6 +165,7 @@ def publish_params(model: str, spec: dict[str, Any], params: Any, *, task: str, 
 
     root = models_dir(model)
     root.mkdir(parents=True, exist_ok=True)
+    _sweep(root)
     tmp = root / f".tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
@@ -256,6 +257,17 @@ def _job_metrics(job: Any, step: int) -> dict[str, Any]:
     last = rows[-1]
     keep = {k: v for k, v in last.items() if k not in ("time", "split", "step") and isinstance(v, (int, float))}
     return {**keep, "split": last["split"], "eval_step": last["step"]}
+
+
+def _sweep(root: Path, older_than: float = 3600.0) -> None:
+    """Remove what a publisher killed mid-write left behind (never visible as a version)."""
+    now = time.time()
+    for p in root.glob(".tmp-*"):
+        try:
+            if now - p.stat().st_mtime > older_than:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def _version() -> str:

@@ -135,6 +135,7 @@ class V2App:
         self.on_started, self.on_stopped = on_started, on_stopped
         self.ready = False
         self.draining = False
+        self.unloaded: set[str] = set()  # unloaded by a repository call: not picked up again by the poll
         self._tasks: list[asyncio.Task] = []
         from .openapi import document
 
@@ -200,9 +201,21 @@ class V2App:
         while True:
             await asyncio.sleep(self.poll_interval)
             try:
-                await asyncio.to_thread(self.repository.refresh)
+                await asyncio.to_thread(self.poll_once)
             except Exception as exc:  # keep polling; the registry may be mid-write
                 log.warning("registry poll failed: %s", exc)
+
+    def poll_once(self) -> None:
+        """Follow moved aliases and new versions; when serving everything, pick up newly published models."""
+        self.repository.refresh()
+        if self.models is None:
+            for name in self.repository.source.names():
+                if name not in self.repository.entries and name not in self.unloaded:
+                    try:
+                        self.repository.load(name)
+                    except Exception as exc:
+                        self.unloaded.add(name)  # do not retry a broken model every second
+                        log.warning("not serving new model %s: %s", name, exc)
 
     async def _flush(self) -> None:
         while True:
@@ -257,8 +270,8 @@ class V2App:
         self.metrics.observe(ctx[0], ctx[1], ctx[2], status, dt)
         if self.access_log is not None:
             self.access_log.write(orjson.dumps({
-                "time": round(time.time(), 6), "method": req.method, "path": req.path, "status": status,
-                "ms": round(dt * 1000, 3), "route": ctx[0], "model": ctx[1] or None,
+                "time": time.time(), "method": req.method, "path": req.path, "status": status,
+                "us": int(dt * 1e6), "route": ctx[0], "model": ctx[1] or None,
                 "version": ctx[2] or None, "bytes_in": req.body_len,
                 "bytes_out": len(resp.body) if resp is not None else 0,
                 "client": f"{req.client[0]}:{req.client[1]}" if req.client else None,
@@ -408,6 +421,7 @@ class V2App:
         if not NAME_RE.fullmatch(name):
             raise error(404, f"unknown model {name!r}")
         if action == "unload":
+            self.unloaded.add(name)
             unloaded = self.repository.unload(name)
             if not unloaded and name not in await asyncio.to_thread(self.repository.source.names):
                 raise error(404, f"unknown model {name!r}")
@@ -427,6 +441,7 @@ class V2App:
                 await asyncio.to_thread(self.repository.source.resolve, name, ref)
             except Exception as exc:
                 raise error(404, f"cannot load {name!r}: {exc}") from None
+        self.unloaded.discard(name)
         try:
             served = await asyncio.to_thread(self.repository.load, name, ref)
         except AiosError as exc:

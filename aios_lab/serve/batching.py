@@ -75,7 +75,9 @@ class Batcher:
     # -- serving ----------------------------------------------------------------------------------
     def submit(self, inputs: list[np.ndarray], rows: int) -> asyncio.Future:
         """Queue a request's inputs; the future resolves to its own rows of every output."""
-        loop = self._loop or self._bind()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # first use, or a new event loop (tests): forget the old loop's state
+            self._loop, self._scheduled = loop, False
         fut = loop.create_future()
         if not self.enabled:
             try:
@@ -90,10 +92,6 @@ class Batcher:
             self._since = time.perf_counter()
             loop.call_soon(self._run)
         return fut
-
-    def _bind(self) -> asyncio.AbstractEventLoop:
-        self._loop = asyncio.get_running_loop()
-        return self._loop
 
     def _run(self) -> None:
         # Others are on their way and there is room: give them a loop turn, within the delay budget.

@@ -143,9 +143,16 @@ def _shape(value: Any, where: str) -> tuple[int, ...]:
 
 def _check_against(spec: dict, shape: tuple[int, ...], where: str) -> None:
     want = spec["shape"]
-    if len(shape) != len(want) or any(w != -1 and w != s for w, s in zip(want, shape)):
-        shown = "[" + ",".join("N" if d == -1 else str(d) for d in want) + "]"
-        raise ProtocolError(f"{where} has shape {list(shape)} but the model expects {shown}")
+    if len(shape) != len(want):
+        _bad_shape(want, shape, where)
+    for w, s in zip(want, shape):
+        if w != -1 and w != s:
+            _bad_shape(want, shape, where)
+
+
+def _bad_shape(want: list, shape: tuple, where: str) -> None:
+    shown = "[" + ",".join("N" if d == -1 else str(d) for d in want) + "]"
+    raise ProtocolError(f"{where} has shape {list(shape)} but the model expects {shown}")
 
 
 def _from_json(data: Any, shape: tuple[int, ...], datatype: str, where: str) -> np.ndarray:
@@ -233,7 +240,7 @@ def parse_infer(body: bytes, ihcl: str | None, signature: dict) -> InferRequest:
         if not isinstance(name, str):
             raise ProtocolError(f"inputs[{i}] needs a string 'name'")
         where = f"input {name!r}"
-        spec = next((s for s in ins if s["name"] == name), None)
+        spec = ins[0] if ins[0]["name"] == name else next((s for s in ins if s["name"] == name), None)
         if spec is None:
             raise ProtocolError(f"unknown input {name!r}: the model's inputs are "
                                 f"{', '.join(repr(s['name']) for s in ins)}")

@@ -9,6 +9,7 @@ checkpoint is never listed. Restores take an abstract target whose leaves carry 
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,16 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 HIGHER_IS_BETTER = {"accuracy": True, "loss": False}
+
+
+class _QuietUnscored(logging.Filter):
+    """Checkpoints saved on stop or at the end may carry no eval metrics; orbax warns each time."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_QuietUnscored())
 
 
 class Checkpoints:

@@ -16,7 +16,7 @@ from . import mesh as meshlib
 from .models import Model
 
 # Train metrics come back as one small fp32 vector (one device->host read per step): these columns.
-TRAIN_COLUMNS = ("loss", "accuracy", "grad_norm")
+TRAIN_COLUMNS = ("loss", "accuracy")
 # Eval steps return sums over the batch so batches add up exactly: these columns.
 EVAL_COLUMNS = ("loss_sum", "correct", "count")
 
@@ -53,27 +53,37 @@ def per_example(task: str, out: jax.Array, y: jax.Array) -> tuple[jax.Array, jax
 
 
 def loss_fn(model: Model, task: str, precision: str) -> Callable:
-    """``(params, x, y) -> (mean loss, accuracy)`` for differentiation with ``has_aux``."""
+    """``(params, x, y) -> (mean loss, [loss, accuracy])`` for differentiation with ``has_aux``.
+
+    Both metrics come from one reduction over the sharded batch: one collective, not one per metric
+    (on host devices each collective is a rendezvous of every device thread, so they dominate the step).
+    """
 
     def fn(params, x, y):
         loss, correct = per_example(task, forward(model, params, x, precision), y)
-        return loss.mean(), correct.mean()
+        return loss.mean(), jnp.mean(jnp.stack([loss, correct], axis=-1), axis=0)
 
     return fn
 
 
 def train_step_fn(model: Model, tx: optax.GradientTransformation, task: str, precision: str = "fp32") -> Callable:
-    """The un-jitted step ``(state, x, y) -> (state, metrics[3])``: grads, optax update, step + 1."""
+    """The un-jitted step ``(state, x, y) -> (state, [loss, accuracy])``: grads, optax update, step + 1."""
     grad = jax.value_and_grad(loss_fn(model, task, precision), has_aux=True)
 
     def step(state, x, y):
-        (loss, acc), grads = grad(state["params"], x, y)
+        (_, metrics), grads = grad(state["params"], x, y)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
-        return new, jnp.stack([loss, acc, optax.tree.norm(grads)]).astype(jnp.float32)
+        return new, metrics.astype(jnp.float32)
 
     return step
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """True when every float leaf of ``tree`` is finite (checked before a checkpoint is kept as good)."""
+    leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree) if jnp.issubdtype(a.dtype, jnp.floating)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
 def make_train_step(model: Model, tx: optax.GradientTransformation, task: str, mesh: Mesh,

@@ -204,6 +204,7 @@ def program(config: TrainConfig, task: str, n_out: int, sample: np.ndarray, mesh
     return prog
 
 
+_all_finite = jax.jit(steplib.all_finite)
 _programs: dict = {}  # compiled programs of this process, so a resumed run in-process skips compiling
 
 
@@ -237,7 +238,9 @@ class _Run:
                 self._drain()
                 evaluated = self._evaluate(state["params"], done)
             if done % cfg.checkpoint_every == 0 or final:
-                self._drain()  # every step up to here is finite: the state is good
+                self._drain()  # every loss up to here was finite
+                if not bool(_all_finite(state["params"])):
+                    self._diverged(float("nan"), done)
                 self.ckpts.save(done, state, metrics=evaluated)
             if stopped:
                 break
@@ -247,11 +250,9 @@ class _Run:
 
     def _retire(self, step: int, m: jax.Array) -> None:
         """Read a finished step's metrics (this bounds the in-flight window), check them, maybe emit a row."""
-        loss, acc, gnorm = (float(v) for v in np.asarray(m))
-        if not (math.isfinite(loss) and math.isfinite(gnorm)):
-            last = self.ckpts.latest_step()
-            raise TrainingDiverged(f"loss became {loss} at step {step}; kept the last good checkpoint "
-                                   f"(step {last}); lower --lr or add clipping and resume")
+        loss, acc = (float(v) for v in np.asarray(m))
+        if not math.isfinite(loss):
+            self._diverged(loss, step)
         self.acc += (loss, acc)
         self.count += 1
         self.last_loss = loss
@@ -265,6 +266,11 @@ class _Run:
                 row["accuracy"] = float(self.acc[1] / self.count)
             self.emit(row)
             self.acc[:], self.count, self.last_row_t = 0, 0, now
+
+    def _diverged(self, loss: float, step: int) -> None:
+        self.ckpts.wait()
+        raise TrainingDiverged(f"loss became {loss} at step {step}; kept the last good checkpoint "
+                               f"(step {self.ckpts.latest_step()}); lower --lr or add --clip and resume")
 
     def _drain(self) -> None:
         while self.pending:

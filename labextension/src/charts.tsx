@@ -32,7 +32,7 @@ export function LineChart(props: { title: string; series: ISeries[]; width?: num
   const left = 48;
   const bottom = 22;
   const top = 8;
-  const right = 8;
+  const right = 18;
   const plotW = width - left - right;
   const plotH = height - top - bottom;
   const shown = props.series.filter(s => s.points.length > 0);
