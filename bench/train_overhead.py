@@ -22,6 +22,10 @@ import optax  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
+import _aios_path  # noqa: E402
+
+_aios_path.setup()
+
 from aios_lab.train import mesh as meshlib  # noqa: E402
 from aios_lab.train.arrays import ArrayDataset, ArrayLoader  # noqa: E402
 from aios_lab.train.builtins import MLP  # noqa: E402

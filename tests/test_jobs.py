@@ -55,6 +55,9 @@ def test_job_trains_in_a_detached_worker_and_reports_metrics(digits):
     assert info["devices"] == list(range(8)) and info["accuracy"] == evals[-1]["accuracy"]
     assert "job mlp-1 succeeded" in job.log_tail()
     assert aios.job("mlp-1").state == "succeeded"  # reattach by name
+    scored = job.evaluate("test")
+    assert scored["rows"] == digits.splits["test"] and scored["accuracy"] > 0.8
+    assert job.best_step() in job.checkpoints()
 
 
 def test_kill_9_at_a_random_step_resumes_to_bitwise_equal_params(digits):
@@ -155,13 +158,12 @@ def test_a_nan_loss_fails_the_job_and_keeps_the_last_good_checkpoint(digits):
 
 
 def test_magics_train_jobs_logs_cancel(ip, digits):
-    view = ip.run_line_magic("aios", "train m1 --dataset digits --model mlp --devices 2 --steps 40 --batch 32 --wait")
-    assert view is None  # --wait displays and blocks
-    assert aios.job("m1").state == "succeeded"
+    job = ip.run_line_magic("aios", "train m1 --dataset digits --model mlp --devices 2 --steps 40 --batch 32 --wait")
+    assert job.name == "m1" and job.state == "succeeded"  # --wait displays the live view and blocks
     table = ip.run_line_magic("aios", "jobs")
     assert "m1" in table._repr_html_() and "succeeded" in str(table)
     assert "succeeded" in str(ip.run_line_magic("aios", "logs m1 --tail 5"))
-    widget = ip.run_line_magic("aios", "job m1")
+    widget = ip.run_line_magic("aios", "job m1").widget()
     assert widget.progress.value == 40 and "succeeded" in widget.header.value and widget.cancel_button.disabled
     assert "<polyline" in widget.chart.value
     from IPython.core.error import UsageError

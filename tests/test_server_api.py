@@ -223,3 +223,28 @@ def test_missing_parts_answer_empty_and_unavailable_not_500():
     assert sources.jsonable([WithJson()]) == [{"loss": 0.5, "bad": None, "ids": [0, 1, 2], "row": {"path": "/x", "n": 4}}]
     assert sources.downsample(list(range(100)), 5) == [0, 25, 50, 74, 99]
     assert sources.downsample([1.0, 2.0], 5) == [1.0, 2.0]
+
+
+def test_endpoints_show_readiness_and_request_rate(server, home):
+    """A real serving endpoint (no models): ready, and its request rate from its Prometheus metrics."""
+    import requests as rq
+
+    from _jupyter_server import free_port
+
+    serve = pytest.importorskip("aios_lab.serve")
+    if not hasattr(serve, "serve"):
+        pytest.skip("aios_lab.serve.serve is not there yet")
+    ep = serve.serve(port=free_port())
+    try:
+        first = wait_for(lambda: [e for e in get(server, "endpoints").json()["endpoints"] if e["url"] == ep.url],
+                         what="the endpoint in the list")[0]
+        assert first["ready"] is True and first["state"] == "running"
+        for _ in range(30):  # unauthenticated requests still count as requests served
+            rq.get(ep.url + "/v2/repository/index", timeout=5)
+        time.sleep(2.1)
+        later = [e for e in get(server, "endpoints").json()["endpoints"] if e["url"] == ep.url][0]
+        assert later["requests_per_s"] is not None and later["requests_per_s"] > 0, later
+    finally:
+        ep.stop()
+    gone = [e for e in get(server, "endpoints").json()["endpoints"] if e["url"] == ep.url]
+    assert not gone or gone[0]["ready"] is False or gone[0]["state"] != "running"

@@ -87,7 +87,8 @@ def train(name: str, *, dataset: str, model: str | dict = "mlp", devices: int | 
         warmup=min(100, steps // 10) if warmup is None else warmup, weight_decay=weight_decay, clip=clip,
         num_processes=processes,
     )
-    config = {"dataset": ds.name, "dataset_version": ds.version, "model": model if isinstance(model, str) else spec.get("name"),
+    config = {"dataset": ds.name, "dataset_version": ds.version, "task": task, "n_outputs": n_outputs,
+              "model": model if isinstance(model, str) else spec.get("name"),
               "train": json.loads(cfg.validate().to_json()), "max_retries": max_retries, "processes": processes}
     now = time.time()
     with catalog().tx() as db:

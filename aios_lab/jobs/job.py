@@ -22,6 +22,7 @@ class Job:
 
     def __init__(self, name: str):
         self.name = name
+        self.shown = False  # set once a live view of this handle is on screen
         if store.row(name) is None:
             raise AiosError(f"no job named {name!r}; `%aios jobs` lists them")
 
@@ -156,6 +157,45 @@ class Job:
             raise AiosError(f"job {self.name!r} has no checkpoint {checkpoint!r}; it has steps {steps} "
                             "(or use latest / best)") from None
 
+    def best_step(self) -> int | None:
+        """The checkpoint with the best eval metric (the latest when none was evaluated)."""
+        from ..train.checkpoints import Checkpoints
+
+        if not self.checkpoints():
+            return None
+        with quiet_absl(), Checkpoints(checkpoint_dir(self.name), read_only=True,
+                                       best="loss" if self.config["train"].get("task") == "regression" else "accuracy") as c:
+            return c.best_step()
+
+    def evaluate(self, split: str = "test", checkpoint: str | int = "latest", batch: int = 1024) -> dict[str, Any]:
+        """Score a checkpoint on a split of the job's dataset, here on the CPU: accuracy (or mse) and loss."""
+        import jax
+        import numpy as np
+
+        from ..data import get
+        from ..train import models
+        from ..train.trainer import task_and_outputs
+
+        cfg = self.config
+        ds = get(cfg["dataset"], cfg["dataset_version"])
+        if split not in ds.splits:
+            raise AiosError(f"dataset {ds.name!r} has no {split!r} split; it has {', '.join(ds.splits)}")
+        task, n_out = task_and_outputs(ds, cfg["train"].get("task"))
+        model = models.build(cfg["train"]["model"], task, n_out, tuple(ds.feature_shape))
+        params = self.params(checkpoint)
+        x, y = ds.load(split)
+        apply = jax.jit(model.apply)
+        out = np.concatenate([np.asarray(apply(params, x[i:i + batch])) for i in range(0, len(x), batch)])
+        result: dict[str, Any] = {"split": split, "rows": int(len(x)), "checkpoint": checkpoint}
+        if task == "regression":
+            result["mse"] = float(np.mean((out.reshape(len(out), -1) - y.reshape(len(y), -1)) ** 2))
+        else:
+            logp = out - jax.nn.logsumexp(out, axis=-1, keepdims=True)
+            labels = y.reshape(out.shape[:-1])
+            result["accuracy"] = float(np.mean(out.argmax(-1) == labels))
+            result["loss"] = float(-np.mean(np.take_along_axis(np.asarray(logp), labels[..., None], -1)))
+        return result
+
     def log_tail(self, n: int = 100) -> str:
         path = log_path(self.name)
         if not path.exists():
@@ -179,7 +219,8 @@ class Job:
     def _ipython_display_(self):
         from IPython.display import display
 
-        display(self.widget())
+        if not self.shown:
+            display(self.widget())
 
     def __repr__(self) -> str:
         r = self._row()

@@ -9,7 +9,11 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import re
 import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
@@ -202,8 +206,69 @@ def list_models() -> dict[str, Any]:
     return _listing("models", "aios_lab.registry", "list_models")
 
 
+PROBE_EVERY_S = 2.0
+_probes: dict[str, tuple[float, dict[str, Any]]] = {}
+_request_counts: dict[str, tuple[float, float]] = {}
+_probe_lock = threading.Lock()
+
+
 def list_endpoints() -> dict[str, Any]:
-    return _listing("endpoints", "aios_lab.serve", "endpoints")
+    """Endpoints with their readiness (``/v2/health/ready``) and request rate (from ``/metrics``)."""
+    listing = _listing("endpoints", "aios_lab.serve", "endpoints")
+    for ep in listing["endpoints"]:
+        if isinstance(ep, dict):
+            ep.update(probe(ep))
+    return listing
+
+
+def probe(ep: dict[str, Any]) -> dict[str, Any]:
+    """``{"ready": bool, "requests_per_s": float | None}`` of a live endpoint, re-read at most every 2 s."""
+    url = ep.get("url")
+    if not isinstance(url, str) or ep.get("state") not in ("running", "starting", "draining"):
+        return {"ready": False, "requests_per_s": None}
+    now = time.monotonic()
+    with _probe_lock:
+        held = _probes.get(url)
+        if held and now - held[0] < PROBE_EVERY_S:
+            return held[1]
+    out = {"ready": _http_ok(url + "/v2/health/ready"), "requests_per_s": None}
+    total = _request_total(url)
+    with _probe_lock:
+        if total is not None:
+            before = _request_counts.get(url)
+            if before and now > before[0] and total >= before[1]:
+                out["requests_per_s"] = round((total - before[1]) / (now - before[0]), 1)
+            _request_counts[url] = (now, total)
+        _probes[url] = (now, out)
+    return out
+
+
+def _http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=0.5) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+_SAMPLE = re.compile(r'^aios_serve_requests_total\{(?P<labels>[^}]*)\}\s+(?P<value>[0-9.eE+-]+)$', re.M)
+
+
+def _request_total(url: str) -> float | None:
+    """The endpoint's count of served requests (health checks and metric scrapes left out)."""
+    try:
+        token = api("aios_lab.serve.auth", "default_token")()
+        req = urllib.request.Request(url + "/metrics", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=0.5) as r:
+            text = r.read(4_000_000).decode("utf-8", "replace")
+    except Exception:  # not our kind of endpoint, no token, gone meanwhile
+        return None
+    total = 0.0
+    for m in _SAMPLE.finditer(text):
+        if 'route="health' in m["labels"] or 'route="metrics"' in m["labels"]:
+            continue
+        total += float(m["value"])
+    return total
 
 
 def list_datasets() -> dict[str, Any]:

@@ -64,15 +64,16 @@ def train(args, ctx):
 
 
 def _follow(job, ctx, wait: bool):
+    """In a notebook: the Job handle (it displays as the live widget); in a terminal: a line of text."""
     if ctx.interactive:
-        view = job.widget()
         if wait:
             from IPython.display import display
 
+            view = job.widget()
             display(view)
             view.wait()
-            return None
-        return view
+            job.shown = True  # already on screen: the returned handle does not draw it twice
+        return job
     if wait:
         job.wait()
     return Help(_describe(job))

@@ -409,3 +409,64 @@ export function ticks(lo: number, hi: number, count = 4): number[] {
 function round2(v: number): number {
   return Math.round(v * 100) / 100;
 }
+
+// ---- models and endpoints ------------------------------------------------------------------
+
+export interface IModelSummary {
+  name: string;
+  latest: number;
+  versions: number;
+  /** 'production→v2' for each alias */
+  aliases: string[];
+  nbytes: number | null;
+  metrics: Record<string, unknown>;
+  job: string | null;
+  created: number | null;
+}
+
+/** Registry rows (one per version) grouped into one summary per model, names in order. */
+export function groupModels(rows: Array<Record<string, any>>): IModelSummary[] {
+  const byName = new Map<string, Array<Record<string, any>>>();
+  for (const r of rows) {
+    if (typeof r.name !== 'string') {
+      continue;
+    }
+    const list = byName.get(r.name) ?? [];
+    list.push(r);
+    byName.set(r.name, list);
+  }
+  const out: IModelSummary[] = [];
+  for (const [name, versions] of [...byName.entries()].sort(([a], [b]) => a.localeCompare(b))) {
+    const sorted = versions.slice().sort((a, b) => Number(a.version ?? 0) - Number(b.version ?? 0));
+    const latest = sorted[sorted.length - 1];
+    const aliases: string[] = [];
+    for (const v of sorted) {
+      for (const a of Array.isArray(v.aliases) ? v.aliases : []) {
+        aliases.push(`${a}→v${v.version}`);
+      }
+    }
+    const lineage = (latest.lineage ?? {}) as Record<string, unknown>;
+    out.push({
+      name,
+      latest: Number(latest.version ?? 0),
+      versions: sorted.length,
+      aliases,
+      nbytes: typeof latest.nbytes === 'number' ? latest.nbytes : null,
+      metrics: (latest.metrics ?? {}) as Record<string, unknown>,
+      job: typeof lineage.job === 'string' ? lineage.job : null,
+      created: typeof latest.created === 'number' ? latest.created : null
+    });
+  }
+  return out;
+}
+
+/** The headline metric of a model version: accuracy if there is one, else loss, else nothing. */
+export function headlineMetric(metrics: Record<string, unknown>): string {
+  for (const key of ['accuracy', 'val_accuracy', 'loss', 'val_loss']) {
+    const v = metrics[key];
+    if (typeof v === 'number' && isFinite(v)) {
+      return `${key.replace('accuracy', 'acc')} ${formatNumber(v)}`;
+    }
+  }
+  return '';
+}

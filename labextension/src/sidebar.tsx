@@ -23,6 +23,8 @@ import {
   formatBytes,
   formatDevices,
   formatNumber,
+  groupModels,
+  headlineMetric,
   progress,
   progressLabel
 } from './model';
@@ -152,8 +154,8 @@ export class AiosSidebar extends SidePanel {
     const sections: Array<[string, (o: IOverview) => JSX.Element]> = [
       ['Jobs', o => <JobsList overview={o} model={this.model} openJob={options.openJob} />],
       ['Devices', o => <DevicesList overview={o} />],
-      ['Models', o => <ItemList section={o.models} items={o.models.models} kind="models" empty="No models yet: `%aios publish JOB --as MODEL`." />],
-      ['Endpoints', o => <ItemList section={o.endpoints} items={o.endpoints.endpoints} kind="endpoints" empty="No endpoint running: `%aios serve`." />],
+      ['Models', o => <ModelsList overview={o} />],
+      ['Endpoints', o => <EndpointsList overview={o} />],
       ['Datasets', o => <ItemList section={o.datasets} items={o.datasets.datasets} kind="datasets" empty="No datasets yet: `%aios dataset NAME --from SOURCE`." />]
     ];
     for (const [label, render] of sections) {
@@ -457,6 +459,80 @@ function DeviceRow(props: { device: IDevice }): JSX.Element {
         </div>
       )}
     </li>
+  );
+}
+
+function ModelsList(props: { overview: IOverview }): JSX.Element {
+  const section = props.overview.models;
+  if (!section.available || section.error) {
+    return <Unavailable reason={section.reason} error={section.error} />;
+  }
+  const models = groupModels(section.models);
+  if (models.length === 0) {
+    return <div className="aios-empty">No models yet: `%aios publish JOB --as MODEL`.</div>;
+  }
+  return (
+    <ul className="aios-list aios-models">
+      {models.map(m => (
+        <li key={m.name} className="aios-item aios-model" data-name={m.name}>
+          <div className="aios-row-head">
+            <span className="aios-strong aios-ellipsis">{m.name}</span>
+            <span className="aios-badge aios-badge-idle" title={`${m.versions} version${m.versions === 1 ? '' : 's'}`}>
+              v{m.latest}
+            </span>
+          </div>
+          <div className="aios-row-meta aios-dim">
+            {[
+              `${m.versions} version${m.versions === 1 ? '' : 's'}`,
+              headlineMetric(m.metrics),
+              m.nbytes !== null ? formatBytes(m.nbytes) : '',
+              m.job ? `from ${m.job}` : '',
+              m.created ? `${formatAge(m.created)} ago` : ''
+            ]
+              .filter(Boolean)
+              .join(' · ')}
+          </div>
+          {m.aliases.length > 0 && <div className="aios-row-meta aios-aliases">{m.aliases.join('  ')}</div>}
+        </li>
+      ))}
+    </ul>
+  );
+}
+
+function EndpointsList(props: { overview: IOverview }): JSX.Element {
+  const section = props.overview.endpoints;
+  if (!section.available || section.error) {
+    return <Unavailable reason={section.reason} error={section.error} />;
+  }
+  if (section.endpoints.length === 0) {
+    return <div className="aios-empty">No endpoint running: `%aios serve`.</div>;
+  }
+  return (
+    <ul className="aios-list aios-endpoints">
+      {section.endpoints.map((e: Record<string, any>, i) => {
+        const models = e.models && typeof e.models === 'object' ? (Array.isArray(e.models) ? e.models.map(describe) : Object.keys(e.models)) : [];
+        const state = e.state === 'running' && e.ready === false ? 'not ready' : String(e.state ?? '-');
+        return (
+          <li key={`${e.url}-${i}`} className="aios-item aios-endpoint" data-name={e.url}>
+            <div className="aios-row-head">
+              <span className="aios-strong aios-ellipsis" title={e.url}>
+                {e.url}
+              </span>
+              <span className={`aios-badge aios-badge-${e.ready ? 'running' : state === 'dead' ? 'failed' : 'idle'}`}>{e.ready ? 'ready' : state}</span>
+            </div>
+            <div className="aios-row-meta aios-dim">
+              {[
+                models.length ? models.join(', ') : 'no models',
+                typeof e.requests_per_s === 'number' ? `${formatNumber(e.requests_per_s)} req/s` : '',
+                e.started ? `up ${formatAge(e.started)}` : ''
+              ]
+                .filter(Boolean)
+                .join(' · ')}
+            </div>
+          </li>
+        );
+      })}
+    </ul>
   );
 }
 

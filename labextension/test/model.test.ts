@@ -13,6 +13,8 @@ import {
   formatDevices,
   formatDuration,
   formatNumber,
+  groupModels,
+  headlineMetric,
   isActive,
   lastStep,
   linePath,
@@ -161,4 +163,23 @@ test('sparklines can use a log scale for positive values only', () => {
   assert.notEqual(lin, log);
   assert.match(log, /^M1 1 L30 8 L59 15$/); // evenly spaced decades
   assert.equal(sparkPath([1, 0, -1], 60, 16, true), sparkPath([1, 0, -1], 60, 16));
+});
+
+test('registry versions group into one summary per model', () => {
+  const rows = [
+    { name: 'b', version: 1, aliases: [], nbytes: 10, metrics: { loss: 0.5 }, lineage: {}, created: 1 },
+    { name: 'a', version: 2, aliases: ['staging'], nbytes: 2048, metrics: { accuracy: 0.9712 }, lineage: { job: 'j1' }, created: 5 },
+    { name: 'a', version: 1, aliases: ['production'], nbytes: 1024, metrics: { accuracy: 0.95 }, lineage: {}, created: 3 }
+  ];
+  const groups = groupModels(rows);
+  assert.deepEqual(groups.map(g => g.name), ['a', 'b']);
+  assert.equal(groups[0].latest, 2);
+  assert.equal(groups[0].versions, 2);
+  assert.deepEqual(groups[0].aliases, ['production→v1', 'staging→v2']);
+  assert.equal(groups[0].nbytes, 2048);
+  assert.equal(groups[0].job, 'j1');
+  assert.equal(headlineMetric(groups[0].metrics), 'acc 0.9712');
+  assert.equal(headlineMetric(groups[1].metrics), 'loss 0.5');
+  assert.equal(headlineMetric({}), '');
+  assert.deepEqual(groupModels([{ version: 1 }]), []);
 });
