@@ -10,7 +10,9 @@ export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Reinstall when the Python metadata or the TypeScript extension changes (pip builds the labextension).
+LABEXT_SRC := $(wildcard labextension/src/* labextension/style/* labextension/test/*) labextension/package.json labextension/yarn.lock
+$(STAMP): pyproject.toml $(LABEXT_SRC)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[test]"
@@ -30,4 +32,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/data_loader.py
 
 clean:
-	rm -rf $(VENV) test-artifacts
+	rm -rf $(VENV) test-artifacts labextension/node_modules labextension/lib labextension/lib-test labextension/tsconfig.tsbuildinfo aios_lab/labextension

@@ -37,6 +37,15 @@ _API = {
 __all__ = ["AiosError", "load_ipython_extension", "__version__", *_API]
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the prebuilt JupyterLab extension lives (for `jupyter labextension develop`)."""
+    return [{"src": "labextension", "dest": "aios-lab"}]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "aios_lab.server"}]
+
+
 def __getattr__(name: str) -> Any:
     target = _API.get(name)
     if target is None:

@@ -38,9 +38,8 @@ def test_sidebar_tracks_and_cancels_a_real_job(lab, artifacts):
     sync_api = pytest.importorskip("playwright.sync_api")
     started = time.monotonic()
     aios.dataset("digits", "sklearn:digits")
-    job = aios.train(JOB, dataset="digits", model="mlp", devices=1, steps=200_000, batch=32,
-                     checkpoint_every=25, eval_every=50, lr=3e-3)
     errors: list[str] = []
+    jobs: list = []
     try:
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
@@ -48,20 +47,26 @@ def test_sidebar_tracks_and_cancels_a_real_job(lab, artifacts):
                 page = browser.new_page(viewport={"width": 1440, "height": 860})
                 page.on("console", lambda m: m.type == "error" and errors.append(m.text))
                 page.on("pageerror", lambda e: errors.append(str(e)))
-                _drive(page, lab, artifacts)
+                _drive(page, lab, artifacts, jobs)
             finally:
                 browser.close()
     finally:
-        if job.state in ("queued", "running"):
-            job.cancel()
-    assert job.wait(timeout=60) == "cancelled"
+        for job in jobs:
+            if job.state in ("queued", "running"):
+                job.cancel()
+    assert jobs and jobs[0].wait(timeout=60) == "cancelled"
     ours = [e for e in errors if "aios" in e.lower()]
     assert not ours, ours
     assert "Traceback" not in lab.log_text(), lab.log_text()[-3000:]
     assert time.monotonic() - started < 90
 
 
-def _drive(page, lab, artifacts) -> None:
+def _start_job():
+    return aios.train(JOB, dataset="digits", model="mlp", devices=1, steps=200_000, batch=32,
+                      checkpoint_every=25, eval_every=50, lr=3e-3)
+
+
+def _drive(page, lab, artifacts, jobs: list) -> None:
     page.set_default_timeout(30_000)
     page.goto(f"{lab.url}lab?token={lab.token}")
     page.wait_for_selector("#jp-main-dock-panel", state="attached")
@@ -77,8 +82,15 @@ def _drive(page, lab, artifacts) -> None:
     for section in ("Jobs", "Devices", "Models", "Endpoints", "Datasets"):
         assert sidebar.get_by_text(section, exact=True).count() >= 1, section
 
+    sidebar.get_by_text("No jobs yet", exact=False).wait_for()  # the empty state
+    sidebar.locator('.aios-datasets .aios-item[data-name="digits"]').wait_for()
+
+    # a job started from Python shows up by itself (the sidebar polls at most 1.5 s apart)
+    jobs.append(_start_job())
+    submitted = time.monotonic()
     row = sidebar.locator(f'.aios-job[data-job="{JOB}"]')
-    row.wait_for()
+    row.wait_for(timeout=10_000)
+    assert time.monotonic() - submitted < 3.0
     # the step advances while we watch (the sidebar polls; the worker writes the catalog)
     page.wait_for_function(
         """name => { const s = document.querySelector(`.aios-job[data-job="${name}"] .aios-job-step`);
@@ -89,7 +101,6 @@ def _drive(page, lab, artifacts) -> None:
                                 return s && Number(s.dataset.step) > first; }""", arg=[JOB, first], timeout=20_000)
     assert row.get_attribute("data-state") == "running"
     assert sidebar.locator(f'.aios-device .aios-badge:text("{JOB}")').count() == 1  # Devices: who holds what
-    assert sidebar.locator('.aios-datasets .aios-item[data-name="digits"]').count() == 1
 
     # the job's panel: curves, config, checkpoints, log
     row.locator(".aios-job-name").click()

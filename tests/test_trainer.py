@@ -89,3 +89,4 @@ def test_bad_requests_are_refused(digits, tmp_path):
         train(_cfg(n_devices=16, batch=64), None, None, tmp_path / "a", dataset=digits)
     with pytest.raises(AiosError, match="does not fit|lm"):
         train(_cfg(task="lm"), None, None, tmp_path / "b", dataset=digits)
+    assert not (tmp_path / "b").exists()  # refused before anything was written

@@ -114,11 +114,11 @@ class Loader:
         """This process's slice of the global batch of ``step`` (all of it in a one-process job)."""
         return self._rows(step, self._lo, self._hi)
 
-    def device_batch(self, step: int, out: tuple[np.ndarray, np.ndarray] | None = None):
-        """The global batch of ``step`` as jax arrays laid out by ``sharding`` (gathered into ``out`` if given)."""
+    def device_batch(self, step: int):
+        """The global batch of ``step`` as jax arrays laid out by ``sharding``."""
         import jax
 
-        x, y = self._batch_view(step) if self.cached and out is None else self._rows(step, self._lo, self._hi, out)
+        x, y = self._batch_view(step) if self.cached else self._rows(step, self._lo, self._hi)
         if jax.process_count() == 1:  # the same placement; one batched transfer is the cheapest here
             return tuple(jax.device_put((x, y), (self.sharding, self.sharding)))
         return tuple(jax.make_array_from_process_local_data([self.sharding] * 2, [x, y],

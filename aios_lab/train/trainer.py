@@ -141,24 +141,22 @@ def train(config: TrainConfig, on_metrics: Callable[[dict], None] | None = None,
     n_dev = mesh.devices.size
     if config.batch % n_dev:
         raise AiosError(f"--batch {config.batch} is not divisible by the {n_dev} data-parallel devices")
-    loader = _open_loader(ds, config, meshlib.batch_sharding(mesh), start_step=0)
-    x0, _ = loader.host_batch(0)
-    loader.close()
-    prog = program(config, task, n_out, x0[:2], mesh)
+    sample = np.zeros((2, *ds.feature_shape), np.dtype(ds.feature_dtype))
+    prog = program(config, task, n_out, sample, mesh)  # a model that does not fit fails here, before any file
     ckpts = Checkpoints(checkpoint_dir or Path.cwd() / "checkpoints", keep=config.keep,
                         best="loss" if task == "regression" else "accuracy")
     loader = None
     try:
-        start = ckpts.latest_step()
-        if start is not None:
+        start = ckpts.latest_step() or 0
+        if start >= config.steps:
+            return _summary(start, False, None, None, ckpts)
+        loader = _open_loader(ds, config, meshlib.batch_sharding(mesh), start_step=start)
+        if start:
             target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                   prog.abstract, prog.shardings)
             state = ckpts.restore(start, target)
         else:
-            start, state = 0, prog.init(jax.random.key(config.seed))
-        if start >= config.steps:
-            return _summary(start, False, None, None, ckpts)
-        loader = _open_loader(ds, config, meshlib.batch_sharding(mesh), start_step=start)
+            state = prog.init(jax.random.key(config.seed))
         run = _Run(config, task, emit, prog, _eval_batches(ds, config.batch, meshlib.batch_sharding(mesh)), ckpts)
         return run.loop(state, start, loader, should_stop)
     finally:
@@ -277,8 +275,13 @@ class _Run:
             self._retire(*self.pending.popleft())
 
     def _evaluate(self, params, step: int) -> dict:
-        total = sum(self.eval_step(params, x, y, w) for x, y, w in self.eval_batches)
-        loss_sum, correct, count = (float(v) for v in np.asarray(total))
+        sums = []
+        for i, (x, y, w) in enumerate(self.eval_batches):
+            sums.append(self.eval_step(params, x, y, w))
+            if i >= WINDOW:  # the same bounded in-flight window as training
+                sums[i - WINDOW] = np.asarray(sums[i - WINDOW])
+        totals = np.sum([np.asarray(v) for v in sums], axis=0, dtype=np.float64)
+        loss_sum, correct, count = (float(v) for v in totals)
         row = {"step": step, "time": time.time(), "split": "val", "loss": loss_sum / max(count, 1)}
         if self.task != "regression":
             row["accuracy"] = correct / max(count, 1)
