@@ -14,7 +14,6 @@ import types
 from typing import Any
 
 from .errors import AiosError
-from .magics import load_ipython_extension
 
 __version__ = "0.1.0"
 
@@ -35,6 +34,13 @@ _API = {
 }
 
 __all__ = ["AiosError", "load_ipython_extension", "__version__", *_API]
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext aios_lab``: registers ``%aios`` / ``%%aios`` (IPython is imported only here)."""
+    from .magics import load_ipython_extension as load
+
+    load(ipython)
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -108,8 +107,9 @@ def test_zarr_path_and_fsspec_urls(tmp_path):
     assert a.hash == b.hash and sum(a.splits.values()) == 50
     import fsspec
 
+    frame = pd.DataFrame({"u": np.arange(30.0), "v": np.arange(30.0) * 2, "target": np.arange(30) % 3})
     with fsspec.open("memory://bucket/d.csv", "w") as f:
-        pd.DataFrame({"u": np.arange(30.0), "v": np.arange(30.0) * 2, "target": np.arange(30) % 3}).to_csv(f, index=False)
+        frame.to_csv(f, index=False)
     c = aios.dataset("mem", "memory://bucket/d.csv")
     assert c.n_classes == 3 and c.feature_shape == (2,)
 

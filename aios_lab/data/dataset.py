@@ -106,7 +106,9 @@ class Dataset:
                 f"{sizes})")
 
     def _repr_html_(self) -> str:
-        return self.show()._summary_html()
+        from .show import summary_table
+
+        return summary_table(self)._repr_html_()
 
 
 def dataset(name: str, source: str | None = None, split: str | Mapping[str, float] | None = None,

@@ -54,9 +54,6 @@ class Show:
 
     __repr__ = __str__
 
-    def _summary_html(self) -> str:
-        return f"<div class='aios-dataset'><b>{html.escape(self.title)}</b>{self.summary._repr_html_()}</div>"
-
     def _repr_html_(self) -> str:
         out = [f"<div class='aios-dataset-show'><h4>{html.escape(self.title)}</h4>",
                self.summary._repr_html_(), self.schema._repr_html_(), self.splits._repr_html_()]
@@ -81,9 +78,7 @@ def show(ds: Any, split: str | None = None) -> Show:
     split = split or ("train" if "train" in ds.splits else next(iter(ds.splits)))
     ds._check_split(split)
     schema = ds.schema
-    summary = Table(["dataset", "task", "classes", "rows", "size on disk", "hash", "source", "seed", "age"],
-                    [(ds.ref, ds.task, ds.n_classes, sum(ds.splits.values()), nbytes(ds.nbytes), ds.hash[:12],
-                      ds.source, ds.seed, age(ds.created))])
+    summary = summary_table(ds)
     names = schema.get("feature_names")
     fields = Table(["array", "dtype", "shape per sample", "notes"], [
         ("x", schema["x"]["dtype"], tuple(schema["x"]["shape"]) or "()",
@@ -110,6 +105,14 @@ def show(ds: Any, split: str | None = None) -> Show:
         if ds.task == "regression":
             view.hists += _histograms(ya, [f"target {schema.get('target_name', 'y')}".strip()], limit=1)
     return view
+
+
+def summary_table(ds: Any) -> Table:
+    """One row about a dataset version: what ``ds`` shows as in a notebook (reads no data)."""
+    return Table(["dataset", "task", "classes", "splits", "x", "size on disk", "hash", "source", "seed", "age"],
+                 [(ds.ref, ds.task, ds.n_classes, " ".join(f"{k}={v}" for k, v in ds.splits.items()),
+                   f"{ds.feature_dtype}{list(ds.feature_shape)}", nbytes(ds.nbytes), ds.hash[:12], ds.source,
+                   ds.seed, age(ds.created))])
 
 
 def _task_note(schema: dict) -> str:

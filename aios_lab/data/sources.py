@@ -175,7 +175,8 @@ def _from_npy(data: bytes, source: str, target: str | None) -> Raw:
         col = int(target) if target is not None else table.shape[1] - 1
         col = range(table.shape[1])[col]
     except (ValueError, IndexError):
-        raise AiosError(f"--target for a .npy table is a column index in 0..{table.shape[1] - 1}, got {target!r}") from None
+        raise AiosError(f"--target for a .npy table is a column index in 0..{table.shape[1] - 1}, "
+                        f"got {target!r}") from None
     x = np.delete(table, col, axis=1)
     info = {"target_name": f"column {col}"}
     y = table[:, col]

@@ -8,14 +8,17 @@ yields a few loop turns, at most ``max_queue_delay`` seconds, to let them join.
 
 Batches are padded to bucket sizes (powers of two from 2 up to ``max_batch_size``) that were compiled by
 :meth:`Batcher.warm_up`, so no request pays for a compile; a request larger than the largest
-bucket runs in bucket-sized chunks. The forward pass runs on the event loop thread (with JAX's CPU
-async dispatch off that is the fastest place for it) and each request gets exactly its own rows.
+bucket runs in bucket-sized chunks. A fast forward pass runs on the event loop thread (with JAX's CPU
+async dispatch off that is the fastest place for it); a slow one (over ``offload_after`` at the largest
+bucket, measured at warm-up) runs in one worker thread while the loop gathers the next batch. Each
+request gets exactly its own rows.
 """
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
 import numpy as np
@@ -45,7 +48,7 @@ class Batcher:
 
     def __init__(self, forward: Callable[..., Sequence[np.ndarray]], input_specs: list[tuple[tuple, np.dtype]],
                  *, max_batch_size: int = 32, max_queue_delay: float = 0.002, enabled: bool = True,
-                 on_batch: Callable[[int], None] | None = None):
+                 on_batch: Callable[[int], None] | None = None, offload_after: float = 0.002):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.forward = forward
@@ -58,15 +61,31 @@ class Batcher:
         self.queue: deque[tuple[list[np.ndarray], int, asyncio.Future]] = deque()
         self.queued_rows = 0
         self.arriving = 0  # requests routed here whose bodies are still being read or parsed
+        self.offload_after = offload_after
+        self.offload = False  # decided by warm_up()
+        self.forward_seconds = 0.0
+        self._pool: ThreadPoolExecutor | None = None
+        self._busy = False
         self._scheduled = False
         self._since = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- set-up -----------------------------------------------------------------------------------
     def warm_up(self) -> None:
-        """Compile every bucket size now (call before the version takes traffic)."""
+        """Compile every bucket size now (call before the version takes traffic), then decide where
+        batches run: a largest-bucket forward slower than ``offload_after`` runs in a worker thread, so
+        the event loop keeps reading and parsing the next batch's requests meanwhile; a fast one runs
+        inline (handing a 40 us call to a thread costs more than it saves)."""
+        zeros = lambda b: [np.zeros((b, *shape), dtype) for shape, dtype in self.input_specs]
         for b in self.buckets:
-            self.forward(*[np.zeros((b, *shape), dtype) for shape, dtype in self.input_specs])
+            self.forward(*zeros(b))
+        x = zeros(self.buckets[-1])
+        t0 = time.perf_counter()
+        self.forward(*x)
+        self.forward_seconds = time.perf_counter() - t0
+        self.offload = self.enabled and self.forward_seconds > self.offload_after
+        if self.offload and self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="aios-batch")
 
     def depth(self) -> int:
         """Requests waiting in the queue (for the queue-depth gauge)."""
@@ -77,7 +96,7 @@ class Batcher:
         """Queue a request's inputs; the future resolves to its own rows of every output."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # first use, or a new event loop (tests): forget the old loop's state
-            self._loop, self._scheduled = loop, False
+            self._loop, self._scheduled, self._busy = loop, False, False
         fut = loop.create_future()
         if not self.enabled:
             try:
@@ -87,13 +106,14 @@ class Batcher:
             return fut
         self.queue.append((inputs, rows, fut))
         self.queued_rows += rows
-        if not self._scheduled:
-            self._scheduled = True
-            self._since = time.perf_counter()
-            loop.call_soon(self._run)
+        if not self._busy:
+            self._schedule()
         return fut
 
     def _run(self) -> None:
+        if self._busy:  # a batch is computing in the worker thread; its completion runs the next one
+            self._scheduled = False
+            return
         # Others are on their way and there is room: give them a loop turn, within the delay budget.
         if (self.arriving > 0 and self.queued_rows < self.max_batch_size
                 and time.perf_counter() - self._since < self.max_queue_delay):
@@ -110,32 +130,63 @@ class Batcher:
             batch.append(item)
             rows += item[1]
         self.queued_rows -= rows
+        if not batch:
+            return
+        if self.offload and (len(batch) > 1 or self.queue or self.arriving):
+            # Under load only: a lone request runs inline, since waking a thread costs it latency.
+            self._busy = True
+            work = self._loop.run_in_executor(self._pool, self._compute, batch, rows)
+            work.add_done_callback(lambda w: self._finish(batch, w))
+            return
         if self.queue:  # more than one batch was waiting: run the rest on the next turn
+            self._schedule()
+        try:
+            results = self._compute(batch, rows)
+        except Exception as exc:
+            self._fail(batch, exc)
+            return
+        self._deliver(batch, results)
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
             self._scheduled = True
             self._since = time.perf_counter()
             self._loop.call_soon(self._run)
-        if not batch:
-            return
-        try:
-            if len(batch) == 1:
-                outs = self._run_padded(batch[0][0], rows)
-                results = [outs]
-            else:
-                n_inputs = len(batch[0][0])
-                joined = [np.concatenate([b[0][i] for b in batch]) for i in range(n_inputs)]
-                outs = self._run_padded(joined, rows)
-                results, start = [], 0
-                for _, n, _ in batch:
-                    results.append([o[start:start + n] for o in outs])
-                    start += n
-        except Exception as exc:
-            for _, _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
+
+    def _compute(self, batch: list, rows: int) -> list[list[np.ndarray]]:
+        """One forward pass for the whole batch; each request's own rows of every output."""
+        if len(batch) == 1:
+            return [self._run_padded(batch[0][0], rows)]
+        n_inputs = len(batch[0][0])
+        joined = [np.concatenate([b[0][i] for b in batch]) for i in range(n_inputs)]
+        outs = self._run_padded(joined, rows)
+        results, start = [], 0
+        for _, n, _ in batch:
+            results.append([o[start:start + n] for o in outs])
+            start += n
+        return results
+
+    def _finish(self, batch: list, work: asyncio.Future) -> None:
+        self._busy = False
+        if self.queue:
+            self._schedule()
+        exc = work.exception()
+        if exc is not None:
+            self._fail(batch, exc)
+        else:
+            self._deliver(batch, work.result())
+
+    @staticmethod
+    def _deliver(batch: list, results: list) -> None:
         for (_, _, fut), res in zip(batch, results):
             if not fut.done():
                 fut.set_result(res)
+
+    @staticmethod
+    def _fail(batch: list, exc: BaseException) -> None:
+        for _, _, fut in batch:
+            if not fut.done():
+                fut.set_exception(exc)
 
     def _run_padded(self, inputs: list[np.ndarray], rows: int) -> list[np.ndarray]:
         """Run ``rows`` rows through the forward pass in compiled bucket sizes; return exactly ``rows`` rows."""
