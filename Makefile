@@ -28,8 +28,17 @@ lab: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider
 
+# Each benchmark prints our numbers beside its baseline's, measured in the same run, and the ratio.
 bench: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
 	$(BIN)/python bench/data_loader.py
+	$(BIN)/python bench/train_overhead.py
+	$(BIN)/python bench/compress.py
+	$(BIN)/python bench/serve.py
+
+# A long soak of the serving endpoint (the short one runs in make test).
+soak: $(STAMP)
+	AIOS_SOAK_SECONDS=600 $(BIN)/python -m pytest tests/test_serve_ops.py -k soak -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) test-artifacts labextension/node_modules labextension/lib labextension/lib-test labextension/tsconfig.tsbuildinfo aios_lab/labextension

@@ -256,6 +256,8 @@ def test_endpoints_and_verbs(home, srv):
     # serve() on the same port returns the running endpoint instead of starting another
     again = aios.serve(port=srv.ep.port)
     assert again.pid == srv.ep.pid
+    text = str(run(f"serve --port {srv.ep.port}"))
+    assert srv.url in text and "serve/token" in text and "aios token create --role infer" in text
 
 
 # ---------------------------------------------------------------------------------------------- bad input

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from aios_lab.serve.batching import Batcher, buckets_for
-from aios_lab.serve.protocol import (DATATYPES, InferRequest, ProtocolError, decompress, encode_response,
+from aios_lab.serve.protocol import (DATATYPES, ProtocolError, decompress, encode_response,
                                      parse_infer)
 
 

@@ -338,11 +338,11 @@ class V2App:
         if len(tail) > 1 or (tail and tail[0] not in ("ready", "config", "infer")) or not name or version == "":
             raise error(404, f"no route {req.path}: see /openapi.json")
         action = tail[0] if tail else "metadata"
-        ctx[0], ctx[1] = action, name
+        ctx[0] = action
         self._method(req, "POST" if action == "infer" else "GET")
         self._auth(req)
         served = self.repository.route(name, version)
-        ctx[2] = served.vstr
+        ctx[1], ctx[2] = name, served.vstr  # labels only for served models: clients cannot grow the metrics
         if action == "infer":
             return await self._infer(req, served)
         if action == "ready":
@@ -396,7 +396,6 @@ class V2App:
             action, name = "index", None
         elif len(parts) == 3 and parts[0] == "models" and parts[2] in ("load", "unload") and parts[1]:
             action, name = parts[2], parts[1]
-            ctx[1] = name
         else:
             raise error(404, f"no route {req.path}: see /openapi.json")
         self._method(req, "POST")
@@ -448,5 +447,5 @@ class V2App:
             raise error(400, f"cannot load {name!r}: {exc}") from None
         except Exception as exc:
             raise error(400, f"cannot load {name!r}: {type(exc).__name__}: {exc}") from None
-        ctx[2] = served.vstr
+        ctx[1], ctx[2] = name, served.vstr
         return ok({"name": name, "version": served.vstr})

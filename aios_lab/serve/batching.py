@@ -16,6 +16,7 @@ request gets exactly its own rows.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,18 @@ def buckets_for(max_batch_size: int) -> list[int]:
         b *= 2
     out.append(max(max_batch_size, 2))
     return out
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Worker threads shared by every batcher (each batcher has at most one batch in flight), so
+    versions dropped by a hot swap leave no idle threads behind."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="aios-batch")
+    return _POOL
 
 
 class Batcher:
@@ -64,7 +77,6 @@ class Batcher:
         self.offload_after = offload_after
         self.offload = False  # decided by warm_up()
         self.forward_seconds = 0.0
-        self._pool: ThreadPoolExecutor | None = None
         self._busy = False
         self._scheduled = False
         self._since = 0.0
@@ -84,8 +96,6 @@ class Batcher:
         self.forward(*x)
         self.forward_seconds = time.perf_counter() - t0
         self.offload = self.enabled and self.forward_seconds > self.offload_after
-        if self.offload and self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="aios-batch")
 
     def depth(self) -> int:
         """Requests waiting in the queue (for the queue-depth gauge)."""
@@ -135,7 +145,7 @@ class Batcher:
         if self.offload and (len(batch) > 1 or self.queue or self.arriving):
             # Under load only: a lone request runs inline, since waking a thread costs it latency.
             self._busy = True
-            work = self._loop.run_in_executor(self._pool, self._compute, batch, rows)
+            work = self._loop.run_in_executor(_pool(), self._compute, batch, rows)
             work.add_done_callback(lambda w: self._finish(batch, w))
             return
         if self.queue:  # more than one batch was waiting: run the rest on the next turn
