@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         train(cfg, on_metrics=on_metrics, should_stop=stop.is_set, checkpoint_dir=checkpoint_dir(name))
+        if args.coordinator:  # every process leaves together, before the lead's catalog writes
+            import jax
+
+            jax.distributed.shutdown()
     except AiosError as exc:
         return _end(name, lead, sink, "failed", str(exc), code=3)
     except Exception as exc:  # a bug or an unexpected runtime error: keep the traceback in the log
