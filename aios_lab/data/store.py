@@ -13,6 +13,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from .. import config
+from ..procs import alive
 
 CHUNK_BYTES = 4 << 20  # rows per chunk are chosen so one chunk of x holds about this many bytes
 ATTR = "aios"  # the group attribute that holds schema, source, seed, hash and split sizes
@@ -97,15 +98,7 @@ def clean_stale() -> None:
             pid = int(entry.name.rsplit("-", 2)[-2])
         except (ValueError, IndexError):
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not alive(pid):
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -5,8 +5,7 @@ import json
 import time
 from typing import Any
 
-import psutil
-
+from .. import procs
 from ..catalog import catalog
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -52,16 +51,8 @@ def update(name: str, where: dict[str, Any] | None = None, **fields: Any) -> boo
 
 
 def alive(pid: int | None) -> bool:
-    """True if ``pid`` is a live (non-zombie) aios_lab process."""
-    if not pid:
-        return False
-    try:
-        p = psutil.Process(pid)
-        if p.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return any("aios_lab.jobs" in part for part in p.cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return False
+    """True if ``pid`` is a live aios_lab job process."""
+    return procs.alive(pid, "aios_lab.jobs")
 
 
 LAUNCH_GRACE_S = 60.0  # a job just handed its devices may not have a process yet

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import config
+from ..procs import alive
 from ..catalog import catalog
 from ..errors import AiosError
 
@@ -47,7 +48,7 @@ class Endpoint:
         return config.area("serve") / f"{self.port}.log"
 
     def alive(self) -> bool:
-        return _pid_alive(self.pid)
+        return alive(self.pid)
 
     def stop(self, timeout: float = 30.0) -> bool:
         """SIGTERM (the server drains requests in flight), then wait; True once it has exited."""
@@ -70,20 +71,6 @@ class Endpoint:
 
     def __repr__(self) -> str:
         return f"Endpoint({self.url}, pid={self.pid}, state={self.state}, models={sorted(self.models)})"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of this process counts as gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _url(host: str, port: int) -> str:
