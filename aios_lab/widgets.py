@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import threading
-import time
 
 import ipywidgets as widgets
 

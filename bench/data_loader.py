@@ -123,7 +123,6 @@ def run_stream(steps: int) -> dict:
 
 def run_compare(steps: int, rounds: int = 3) -> dict:
     """(b) vs (c) on ``small``, interleaved over a few rounds (best of each): fair on a busy machine."""
-    import jax
     import numpy as np
     from aios_lab.data import get
     from aios_lab.data.loader import Loader

@@ -85,7 +85,7 @@ def test_compressed_versions_run_compressed_and_match(method):
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "extra", "manifest", "missing"])
 def test_a_tampered_or_truncated_artifact_is_refused(aios_home, damage):
-    mv = publish()
+    publish()
     path = aios_home / "models" / "digits" / "v1"
     target = path / "params.safetensors"
     os.chmod(target, 0o644)

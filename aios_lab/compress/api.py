@@ -39,26 +39,10 @@ def get_job(job: Any) -> Any:
 
 
 def train_config(job: Any) -> dict[str, Any]:
-    """The job's model spec, task, n_outputs, dataset and dataset version, wherever the config keeps them."""
-    cfg = dict(job.config or {})
-    inner = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
-    merged = {**cfg, **inner}
-    spec = merged.get("model")
-    if not isinstance(spec, dict):
-        from ..train.models import resolve
-
-        spec = resolve(spec or "mlp")
-    out = {"spec": spec, "task": merged.get("task"), "n_outputs": merged.get("n_outputs"),
-           "dataset": merged.get("dataset"), "dataset_version": merged.get("dataset_version")}
-    if not out["dataset"]:
-        raise AiosError(f"job {job.name!r} records no dataset; it cannot be evaluated or published")
-    if out["task"] is None or out["n_outputs"] is None:  # not recorded: derive them as training did
-        ds = dataset_of(out)
-        out["task"] = out["task"] or ds.task
-        if out["n_outputs"] is None:
-            out["n_outputs"] = (ds.n_classes if out["task"] in ("classification", "lm")
-                                else int(np.prod(getattr(ds, "target_shape", ()) or (1,), dtype=int)))
-    return out
+    """The job's model spec, task, n_outputs, dataset and dataset version, as the job recorded them."""
+    cfg = job.config
+    return {"spec": cfg["train"]["model"], "task": cfg["task"], "n_outputs": cfg["n_outputs"],
+            "dataset": cfg["dataset"], "dataset_version": cfg["dataset_version"]}
 
 
 def resolve_checkpoint(job: Any, checkpoint: str | int | None = "latest") -> int:
@@ -70,22 +54,7 @@ def resolve_checkpoint(job: Any, checkpoint: str | int | None = "latest") -> int
     if checkpoint is None or checkpoint == "latest":
         return steps[-1]
     if checkpoint == "best":
-        best = getattr(job, "best_step", None)
-        step = best() if callable(best) else None
-        if step is None:
-            from ..jobs.paths import checkpoint_dir
-            from ..train.checkpoints import Checkpoints
-
-            import logging
-
-            absl = logging.getLogger("absl")
-            level = absl.level
-            absl.setLevel(logging.ERROR)  # orbax warns that a read-only manager does not save
-            try:
-                with Checkpoints(checkpoint_dir(job.name), read_only=True) as ck:
-                    step = ck.best_step()
-            finally:
-                absl.setLevel(level)
+        step = job.best_step()
         return int(step if step is not None else steps[-1])
     try:
         step = int(checkpoint)
