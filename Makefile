@@ -28,6 +28,10 @@ lab: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider
 
+# The quickstart, headless, in a scratch AIOS_HOME unless one is set; ends with a summary table.
+demo: $(STAMP)
+	$(BIN)/aios demo
+
 # Each benchmark prints our numbers beside its baseline's, measured in the same run, and the ratio.
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }

@@ -37,6 +37,8 @@ def schedule() -> list[str]:
     """Start every queued job whose devices are free now; returns the names started."""
     store.reap()
     _requeue_interrupted()
+    if catalog().one("SELECT 1 FROM jobs WHERE state='queued' LIMIT 1") is None:
+        return []  # the common case for readers: no write transaction at all
     inv, started = inventory(), []
     with catalog().tx() as db:
         busy = set()

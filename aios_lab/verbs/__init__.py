@@ -45,7 +45,7 @@ class Verb:
 
 
 VERBS: dict[str, Verb] = {}
-_MODULES = ("data", "models", "jobs", "registry", "serving", "admin")
+_MODULES = ("data", "models", "jobs", "registry", "serving", "admin", "demo")
 
 
 def verb(name: str, cell: bool = False) -> Callable:
