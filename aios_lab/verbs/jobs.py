@@ -31,7 +31,8 @@ def _model_config(pairs: str | None) -> dict:
 @argument("job", help="a new job name")
 @argument("--dataset", required=True, help="a declared dataset (NAME or NAME@VERSION)")
 @argument("--model", required=True, help="a %%%%aios model name, a built-in (mlp, cnn, gpt), or module:attr")
-@argument("--config", help="model settings, e.g. hidden=512,depth=3 (built-ins: see the docs)")
+@argument("--config", help="model settings, e.g. width=512,depth=3 (mlp: width, depth; cnn: channels, "
+                            "hidden; gpt: d_model, n_layers, n_heads, block_size)")
 @argument("--task", choices=["classification", "regression", "lm"], help="default: from the dataset")
 @argument_group("devices and schedule")
 @argument("--devices", default="all", help="N or all (default all)")
