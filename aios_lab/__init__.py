@@ -31,6 +31,7 @@ _API = {
     "registry": "aios_lab.registry",
     "serve": "aios_lab.serve:serve",
     "endpoints": "aios_lab.serve:endpoints",
+    "demo": "aios_lab.demo:run_demo",
 }
 
 __all__ = ["AiosError", "load_ipython_extension", "__version__", *_API]
