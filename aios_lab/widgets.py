@@ -11,6 +11,7 @@ import threading
 import ipywidgets as widgets
 
 from .charts import curves_svg
+from .render import nbytes
 
 STATE_COLORS = {"queued": "#888", "running": "#1f77b4", "succeeded": "#2ca02c", "failed": "#d62728",
                 "cancelled": "#ff7f0e", "interrupted": "#9467bd"}
@@ -58,9 +59,11 @@ class JobWidget(widgets.VBox):
         self._rows += self.job.metrics(since_step=last)
         color = STATE_COLORS.get(info["state"], "#888")
         err = f" — {html.escape(info['error'])}" if info.get("error") else ""
+        state_bytes = info.get("state_bytes_per_device")
+        per_device = f", {nbytes(state_bytes)} of state each" if state_bytes else ""
         self.header.value = (f"<b>{html.escape(info['name'])}</b> <span style='color:{color}'>{info['state']}</span>"
                              f" · {html.escape(str(info['model']))} on {html.escape(str(info['dataset']))}"
-                             f" · {info['n_devices']} {info['device_kind']} device(s){err}")
+                             f" · {info['n_devices']} {info['device_kind']} device(s){per_device}{err}")
         self.progress.max, self.progress.value = max(1, info["steps"]), min(info["step"], info["steps"])
         bits = [f"{info['step']}/{info['steps']}"]
         if info.get("loss") is not None:

@@ -55,6 +55,10 @@ def test_job_trains_in_a_detached_worker_and_reports_metrics(digits):
     assert info["devices"] == list(range(8)) and info["accuracy"] == evals[-1]["accuracy"]
     assert "job mlp-1 succeeded" in job.log_tail()
     assert aios.job("mlp-1").state == "succeeded"  # reattach by name
+    mem = job.memory()
+    assert mem["devices"] == 8 and mem["platform"] == "cpu"
+    assert 0 < mem["state_bytes_per_device"] == mem["state_bytes"]  # dp: every device holds all of it
+    assert info["state_bytes_per_device"] == mem["state_bytes_per_device"]
     scored = job.evaluate("test")
     assert scored["rows"] == digits.splits["test"] and scored["accuracy"] > 0.8
     assert job.best_step() in job.checkpoints()

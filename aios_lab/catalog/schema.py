@@ -48,4 +48,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN supervisor_pid INTEGER;
     ALTER TABLE jobs ADD COLUMN device_kind TEXT NOT NULL DEFAULT 'cpu';
     """,
+    # 3: what a running job's worker found out: device platform, bytes of state per device.
+    """
+    ALTER TABLE jobs ADD COLUMN info TEXT;
+    """,
 ]

@@ -157,6 +157,11 @@ class Job:
             raise AiosError(f"job {self.name!r} has no checkpoint {checkpoint!r}; it has steps {steps} "
                             "(or use latest / best)") from None
 
+    def memory(self) -> dict[str, Any]:
+        """Where the training state lives, as the worker measured it: platform, devices, bytes per device."""
+        raw = self._row()["info"]
+        return json.loads(raw) if raw else {}
+
     def best_step(self) -> int | None:
         """The checkpoint with the best eval metric (the latest when none was evaluated)."""
         from ..train.checkpoints import Checkpoints
@@ -256,6 +261,7 @@ def summary(name: str) -> dict[str, Any]:
 
 def to_json(r: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
     cfg = r["config"]
+    info = json.loads(r["info"]) if r.get("info") else {}
     train = cfg.get("train", {})
     batch = train.get("batch") or 1
     rate = (s.get("examples_per_s") or 0) / batch
@@ -267,5 +273,5 @@ def to_json(r: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
         "ended": r["ended"], "updated": r["updated"], "error": r["error"], "attempts": r["attempts"],
         "dataset": cfg.get("dataset"), "model": cfg.get("model"), "config": cfg,
         "loss": s.get("loss"), "accuracy": s.get("accuracy"), "examples_per_s": s.get("examples_per_s"),
-        "eta_s": eta,
+        "eta_s": eta, "state_bytes_per_device": info.get("state_bytes_per_device"),
     }

@@ -8,6 +8,7 @@ metrics back, polls for a cancel request, and records how it ended. Exit codes: 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         sink.forget_after(_latest_checkpoint(name))
 
     try:
-        train(cfg, on_metrics=on_metrics, should_stop=stop.is_set, checkpoint_dir=checkpoint_dir(name))
+        train(cfg, on_metrics=on_metrics, should_stop=stop.is_set, checkpoint_dir=checkpoint_dir(name),
+              on_start=(lambda info: store.update(name, info=json.dumps(info))) if lead else None)
         if args.coordinator:  # every process leaves together, before the lead's catalog writes
             import jax
 

@@ -123,13 +123,16 @@ def select_devices(n: int, devices: Sequence[jax.Device] | None = None) -> list[
 
 def train(config: TrainConfig, on_metrics: Callable[[dict], None] | None = None,
           should_stop: Callable[[], bool] | None = None, checkpoint_dir: str | Path | None = None,
-          devices: Sequence[jax.Device] | None = None, dataset: Any = None) -> dict:
+          devices: Sequence[jax.Device] | None = None, dataset: Any = None,
+          on_start: Callable[[dict], None] | None = None) -> dict:
     """Train (resuming from the latest checkpoint in ``checkpoint_dir`` if any); returns a summary dict.
 
     ``on_metrics(row)`` gets train rows ``{"step","time","loss","accuracy"?,"examples_per_s","step_time"}``
     and eval rows with ``"split": "val"``. ``should_stop()`` is polled once per step (keep it cheap): when
     true the run checkpoints and returns with ``"stopped": True``. ``dataset`` overrides the catalog
-    lookup with any object holding the Dataset fields (e.g. ``arrays.ArrayDataset``).
+    lookup with any object holding the Dataset fields (e.g. ``arrays.ArrayDataset``). ``on_start(info)``
+    hears where the state lives once it is on the devices: ``{"devices", "platform", "start_step",
+    "state_bytes_per_device" (params + optimizer state, the most any device holds), "state_bytes"}``.
     """
     config.validate()
     if config.coordinator and not jax.distributed.is_initialized():
@@ -157,12 +160,23 @@ def train(config: TrainConfig, on_metrics: Callable[[dict], None] | None = None,
             state = ckpts.restore(start, target)
         else:
             state = prog.init(jax.random.key(config.seed))
+        if on_start:
+            on_start(_placement(state, mesh, start))
         run = _Run(config, task, emit, prog, _eval_batches(ds, config.batch, meshlib.batch_sharding(mesh)), ckpts)
         return run.loop(state, start, loader, should_stop)
     finally:
         if loader is not None:
             loader.close()
         ckpts.close()
+
+
+def _placement(state: dict, mesh: Any, start: int) -> dict:
+    """How many bytes of params + optimizer state each device holds (the largest share), and in all."""
+    tree = {"params": state["params"], "opt_state": state["opt_state"]}
+    per_device = meshlib.bytes_per_device(tree)
+    return {"devices": int(mesh.devices.size), "platform": mesh.devices.flat[0].platform, "start_step": start,
+            "state_bytes_per_device": max(per_device.values(), default=0),
+            "state_bytes": int(sum(x.nbytes for x in jax.tree.leaves(tree)))}
 
 
 @dataclass(frozen=True)
