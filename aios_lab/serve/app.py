@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import orjson
 
@@ -114,6 +115,15 @@ def ok(doc: Any) -> Response:
     return Response(200, orjson.dumps(doc))
 
 
+def _access_line(req: Request, ctx: list, status: int, dt: float, bytes_out: int) -> bytes:
+    client = req.client
+    return orjson.dumps({
+        "time": time.time(), "method": req.method, "path": req.path, "status": status, "us": int(dt * 1e6),
+        "route": ctx[0], "model": ctx[1] or None, "version": ctx[2] or None, "bytes_in": req.body_len,
+        "bytes_out": bytes_out, "client": f"{client[0]}:{client[1]}" if client else None,
+    }, option=orjson.OPT_APPEND_NEWLINE)
+
+
 class V2App:
     """The ASGI app. ``repository`` holds the models; ``tokens`` checks bearer tokens."""
 
@@ -130,7 +140,8 @@ class V2App:
         self.tokens = tokens or TokenCache()
         self.max_body_bytes = max_body_bytes
         self.models = models  # None: every model in the registry
-        self.access_log = access_log  # a text file (line-buffered JSON), or None
+        self.access_log = access_log  # a file, binary (cheapest) or text, of JSON lines flushed each second; or None
+        self._log_bytes = access_log is not None and not isinstance(access_log, io.TextIOBase)
         self.poll_interval = poll_interval
         self.on_started, self.on_stopped = on_started, on_stopped
         self.ready = False
@@ -224,34 +235,19 @@ class V2App:
 
     # -- ASGI -------------------------------------------------------------------------------------
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self.http(scope, receive, send)
-        elif kind == "lifespan":
-            await self.lifespan(receive, send)
-
-    async def lifespan(self, receive: Callable, send: Callable) -> None:
-        while True:
-            msg = await receive()
-            if msg["type"] == "lifespan.startup":
-                try:
-                    await self.startup()
-                except Exception as exc:
-                    log.exception("start-up failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif msg["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def http(self, scope: dict, receive: Callable, send: Callable) -> None:
+        # HTTP is handled right here rather than in a method awaited from here: every coroutine level
+        # between the server and the batcher's future costs each request a resumption.
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self.lifespan(receive, send)
+            return
         t0 = time.perf_counter()
         req = Request(scope, receive)
         ctx = ["other", "", ""]  # route, model, version (for metrics and the log)
         try:
-            resp = await self.dispatch(req, ctx)
+            resp = self.dispatch(req, ctx)
+            if not isinstance(resp, Response):  # the infer or repository coroutine
+                resp = await resp
         except Response as r:
             resp = r
         except ProtocolError as exc:
@@ -269,13 +265,24 @@ class V2App:
         dt = time.perf_counter() - t0
         self.metrics.observe(ctx[0], ctx[1], ctx[2], status, dt)
         if self.access_log is not None:
-            self.access_log.write(orjson.dumps({
-                "time": time.time(), "method": req.method, "path": req.path, "status": status,
-                "us": int(dt * 1e6), "route": ctx[0], "model": ctx[1] or None,
-                "version": ctx[2] or None, "bytes_in": req.body_len,
-                "bytes_out": len(resp.body) if resp is not None else 0,
-                "client": f"{req.client[0]}:{req.client[1]}" if req.client else None,
-            }).decode() + "\n")
+            line = _access_line(req, ctx, status, dt, len(resp.body) if resp is not None else 0)
+            self.access_log.write(line if self._log_bytes else line.decode())
+
+    async def lifespan(self, receive: Callable, send: Callable) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
     # -- routing ----------------------------------------------------------------------------------
     def _auth(self, req: Request, admin: bool = False) -> None:
@@ -293,10 +300,12 @@ class V2App:
         if req.method != allowed:
             raise error(405, "Method Not Allowed", [(b"allow", allowed.encode())])
 
-    async def dispatch(self, req: Request, ctx: list) -> Response:
+    def dispatch(self, req: Request, ctx: list) -> Response | Awaitable[Response]:
+        """A finished response, or the coroutine that makes it (infer, repository): the caller awaits it
+        directly, so a request resumes through as few coroutine levels as possible."""
         path = req.path
         if path.startswith("/v2/models/"):
-            return await self._model_route(req, ctx, path[11:])
+            return self._model_route(req, ctx, path[11:])
         if path.startswith("/v2/health/"):
             ctx[0] = "health"
             what = path[11:]
@@ -314,7 +323,7 @@ class V2App:
             self._auth(req)
             return Response(200, self._server_meta)
         if path.startswith("/v2/repository/"):
-            return await self._repository_route(req, ctx, path[15:])
+            return self._repository_route(req, ctx, path[15:])
         if path == "/metrics":
             ctx[0] = "metrics"
             self._method(req, "GET")
@@ -327,7 +336,7 @@ class V2App:
             return Response(200, self._openapi)
         raise error(404, f"no route {path}: see /openapi.json")
 
-    async def _model_route(self, req: Request, ctx: list, rest: str) -> Response:
+    def _model_route(self, req: Request, ctx: list, rest: str) -> Response | Awaitable[Response]:
         parts = rest.split("/")
         name, version, action = parts[0], None, ""
         if len(parts) >= 3 and parts[1] == "versions":
@@ -344,7 +353,7 @@ class V2App:
         served = self.repository.route(name, version)
         ctx[1], ctx[2] = name, served.vstr  # labels only for served models: clients cannot grow the metrics
         if action == "infer":
-            return await self._infer(req, served)
+            return self._infer(req, served)
         if action == "ready":
             return ok({"name": name, "ready": True})
         if action == "metadata":

@@ -1,17 +1,21 @@
 """Dynamic batching for one model version.
 
 Requests submit their rows and await a future. The first submit schedules one run of the batch on
-the event loop (``call_soon``), so everything that arrived in the same loop turn rides along; the
-run never waits when nothing else is on its way, so a lone request pays no batching delay. When
-other requests for this model have been accepted but not yet submitted (``arriving``), the run
-yields a few loop turns, at most ``max_queue_delay`` seconds, to let them join.
+the event loop (``call_soon``), so everything that arrived in the same loop turn rides along. The run
+then gives the loop one spare turn (a zero-timeout poll, a few microseconds): requests whose bytes
+were read in that poll run their handlers before the batch starts and join it, which roughly doubles
+the batch size under concurrent load, while a lone request pays only that one turn. When other
+requests for this model have been accepted but not yet submitted (``arriving``), the run yields more
+loop turns, at most ``max_queue_delay`` seconds, to let them join.
 
 Batches are padded to bucket sizes (powers of two from 2 up to ``max_batch_size``) that were compiled by
 :meth:`Batcher.warm_up`, so no request pays for a compile; a request larger than the largest
 bucket runs in bucket-sized chunks. A fast forward pass runs on the event loop thread (with JAX's CPU
 async dispatch off that is the fastest place for it); a slow one (over ``offload_after`` at the largest
-bucket, measured at warm-up) runs in one worker thread while the loop gathers the next batch. Each
-request gets exactly its own rows.
+bucket, measured at warm-up) runs in one worker thread while the loop gathers the next batch, unless
+it already keeps every core busy (XLA on CPU spreads a large batch over all cores): then a thread
+only splits the clients into two half-size batches that cost more CPU per row. Each request gets
+exactly its own rows.
 """
 from __future__ import annotations
 
@@ -41,6 +45,13 @@ def buckets_for(max_batch_size: int) -> list[int]:
 
 
 _POOL: ThreadPoolExecutor | None = None
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -77,8 +88,10 @@ class Batcher:
         self.offload_after = offload_after
         self.offload = False  # decided by warm_up()
         self.forward_seconds = 0.0
+        self.forward_cores = 0.0  # CPU seconds per wall second of the largest-bucket forward
         self._busy = False
         self._scheduled = False
+        self._spare_turn = False  # this run has had its one unconditional extra loop turn
         self._since = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -87,15 +100,21 @@ class Batcher:
         """Compile every bucket size now (call before the version takes traffic), then decide where
         batches run: a largest-bucket forward slower than ``offload_after`` runs in a worker thread, so
         the event loop keeps reading and parsing the next batch's requests meanwhile; a fast one runs
-        inline (handing a 40 us call to a thread costs more than it saves)."""
+        inline (handing a 40 us call to a thread costs more than it saves), and so does a slow one that
+        already keeps every core busy (the loop thread would only compete with it)."""
         zeros = lambda b: [np.zeros((b, *shape), dtype) for shape, dtype in self.input_specs]
         for b in self.buckets:
             self.forward(*zeros(b))
         x = zeros(self.buckets[-1])
-        t0 = time.perf_counter()
-        self.forward(*x)
-        self.forward_seconds = time.perf_counter() - t0
-        self.offload = self.enabled and self.forward_seconds > self.offload_after
+        timings = []
+        for _ in range(3):
+            wall, cpu = time.perf_counter(), time.process_time()
+            self.forward(*x)
+            timings.append((time.perf_counter() - wall, time.process_time() - cpu))
+        self.forward_seconds, cpu = sorted(timings)[1]
+        self.forward_cores = cpu / max(self.forward_seconds, 1e-9)
+        self.offload = (self.enabled and self.forward_seconds > self.offload_after
+                        and self.forward_cores < _cores() - 0.5)
 
     def depth(self) -> int:
         """Requests waiting in the queue (for the queue-depth gauge)."""
@@ -124,9 +143,11 @@ class Batcher:
         if self._busy:  # a batch is computing in the worker thread; its completion runs the next one
             self._scheduled = False
             return
-        # Others are on their way and there is room: give them a loop turn, within the delay budget.
-        if (self.arriving > 0 and self.queued_rows < self.max_batch_size
+        # Room for more and within the delay budget: one spare loop turn always, more while others are
+        # on their way.
+        if ((not self._spare_turn or self.arriving > 0) and self.queued_rows < self.max_batch_size
                 and time.perf_counter() - self._since < self.max_queue_delay):
+            self._spare_turn = True
             self._loop.call_soon(self._run)
             return
         self._scheduled = False
@@ -160,6 +181,7 @@ class Batcher:
     def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
+            self._spare_turn = False
             self._since = time.perf_counter()
             self._loop.call_soon(self._run)
 

@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
     default_token()
     url = _url(a.host, a.port)
-    access = open(config.area("serve") / f"{a.port}.access.log", "a", buffering=1 << 16)
+    access = open(config.area("serve") / f"{a.port}.access.log", "ab", buffering=1 << 16)
     app = build_app(models=a.models.split(",") if a.models else None, max_batch_size=a.max_batch_size,
                     max_queue_delay_ms=a.max_queue_delay_ms, batching=not a.no_batching,
                     max_body_mb=a.max_body_mb, access_log=access, url=url, host=a.host, port=a.port)

@@ -136,9 +136,13 @@ def _parameters(obj: dict, where: str) -> dict:
 
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(type(d) is int and d >= 0 for d in value):
-        raise ProtocolError(f"'shape' of {where} must be a list of non-negative integers, got {value!r}")
-    return tuple(value)
+    if isinstance(value, list):
+        for d in value:  # a plain loop: about twice as fast as all() over a generator for a few dims
+            if type(d) is not int or d < 0:
+                break
+        else:
+            return tuple(value)
+    raise ProtocolError(f"'shape' of {where} must be a list of non-negative integers, got {value!r}")
 
 
 def _check_against(spec: dict, shape: tuple[int, ...], where: str) -> None:
@@ -168,17 +172,18 @@ def _from_json(data: Any, shape: tuple[int, ...], datatype: str, where: str) -> 
         else:
             dt = DATATYPES[datatype]
             arr = np.asarray(data)
-            if arr.dtype.kind not in "biuf":
+            kind = arr.dtype.kind
+            if kind not in "biuf":
                 raise ValueError(f"elements must be numbers{' or booleans' if datatype == 'BOOL' else ''}")
-            if datatype == "BOOL" and arr.dtype.kind != "b":
+            if datatype == "BOOL" and kind != "b":
                 raise ValueError("BOOL elements must be true or false")
-            if dt.kind in "iu" and arr.dtype.kind == "f":
-                raise ValueError(f"{datatype} elements must be integers")
             if dt.kind in "iu":
+                if kind == "f":
+                    raise ValueError(f"{datatype} elements must be integers")
                 info = np.iinfo(dt)
                 if arr.size and (arr.min() < info.min or arr.max() > info.max):
                     raise ValueError(f"a value is out of range for {datatype}")
-            flat = arr.astype(dt, copy=False).ravel()
+            flat = arr.astype(dt, copy=False)  # any shape: only its size counts below, and reshape needs no ravel
     except (ValueError, TypeError, OverflowError) as exc:
         msg = str(exc).split("\n")[0]
         if "inhomogeneous" in msg or "sequence" in msg:
@@ -276,8 +281,8 @@ def parse_infer(body: bytes, ihcl: str | None, signature: dict) -> InferRequest:
         by_name[name] = arr
     if offset != len(binary):
         raise ProtocolError(f"the body has {len(binary) - offset} bytes of binary data that no input declares")
-    missing = [s["name"] for s in ins if s["name"] not in by_name]
-    if missing:
+    if len(by_name) != len(ins):  # by_name holds only distinct known inputs, so equal counts = none missing
+        missing = [s["name"] for s in ins if s["name"] not in by_name]
         raise ProtocolError(f"missing input(s) {', '.join(map(repr, missing))}")
     inputs = [by_name[s["name"]] for s in ins]
     rows = _rows(inputs, ins)

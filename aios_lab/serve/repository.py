@@ -68,10 +68,10 @@ class Served:
     signature: dict
     batcher: Batcher
     loaded: float = field(default_factory=time.time)
+    vstr: str = field(init=False)  # the version as routes and labels spell it (read twice per request)
 
-    @property
-    def vstr(self) -> str:
-        return str(self.version)
+    def __post_init__(self) -> None:
+        self.vstr = str(self.version)
 
 
 @dataclass
