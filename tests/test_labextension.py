@@ -48,9 +48,9 @@ def test_extensions_are_installed_and_enabled():
             "(or `jupyter labextension develop --overwrite .` once, for a link that follows rebuilds)")
 
 
-@pytest.mark.skipif(not (LABEXT / "node_modules").exists() or shutil.which("node") is None,
-                    reason="needs node and labextension/node_modules (`pip install -e .` or `jlpm install` there)")
 def test_typescript_unit_tests():
+    assert shutil.which("node") and (LABEXT / "node_modules").exists(), \
+        "the TypeScript tests need node and labextension/node_modules (`pip install -e .` installs them)"
     result = run([str(BIN / "jlpm"), "test"], 240, cwd=LABEXT)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-5000:]
@@ -92,9 +92,9 @@ def _offline_playwright(browsers: Path) -> None:
         (folder / "DEPENDENCIES_VALIDATED").touch()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (`make browser`)")
 @pytest.mark.timeout(240)
 def test_jupyterlab_browser_check_loads_the_extension(tmp_path):
+    assert CHROMIUM, "browser_check needs Debian's chromium: run `make browser` (make test does)"
     browsers = tmp_path / "ms-playwright"
     _offline_playwright(browsers)
     settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"

@@ -231,10 +231,7 @@ def test_endpoints_show_readiness_and_request_rate(server, home):
 
     from _jupyter_server import free_port
 
-    serve = pytest.importorskip("aios_lab.serve")
-    if not hasattr(serve, "serve"):
-        pytest.skip("aios_lab.serve.serve is not there yet")
-    ep = serve.serve(port=free_port())
+    ep = aios.serve(port=free_port())
     try:
         first = wait_for(lambda: [e for e in get(server, "endpoints").json()["endpoints"] if e["url"] == ep.url],
                          what="the endpoint in the list")[0]
