@@ -66,14 +66,6 @@ def make(rows: int, name: str) -> None:
     aios.dataset(name, "vars:x,y", split="train=1.0", user_ns={"x": x, "y": y})
 
 
-def sharding():
-    import jax
-    import numpy as np
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-    return NamedSharding(Mesh(np.array(jax.devices()), ("data",)), PartitionSpec("data"))
-
-
 def timed_loader(it, steps: int) -> float:
     """Examples/s pulling ``steps`` batches from a running Loader iterator."""
     t = time.perf_counter()
@@ -105,10 +97,10 @@ def run_stream(steps: int) -> dict:
     """(a): the Loader streaming ``big`` under STREAM_BUDGET, with RSS before and at peak."""
     import jax
     from aios_lab.data import get
-    from aios_lab.data.loader import Loader
+    from aios_lab.data.loader import Loader, default_sharding
 
     ds = get("big")
-    sh = sharding()
+    sh = default_sharding()
     jax.device_put(jax.numpy.zeros((BATCH, FEATURES)), sh).block_until_ready()
     ds.arrays("train")[0][:1]  # zarr's codec and I/O machinery, loaded before the baseline RSS
     base = rss_mib()
@@ -125,10 +117,10 @@ def run_compare(steps: int, rounds: int = 3) -> dict:
     """(b) vs (c) on ``small``, interleaved over a few rounds (best of each): fair on a busy machine."""
     import numpy as np
     from aios_lab.data import get
-    from aios_lab.data.loader import Loader
+    from aios_lab.data.loader import Loader, default_sharding
 
     ds = get("small")
-    sh = sharding()
+    sh = default_sharding()
     x, y = ds.load("train")
     perm = np.random.default_rng(0).permutation(len(x))
     loader = Loader(ds, "train", BATCH, sh, seed=0, prefetch=4)
@@ -150,7 +142,9 @@ def run_mlp(steps: int) -> dict:
     import numpy as np
     from jax.sharding import NamedSharding, PartitionSpec
 
-    sh = sharding()
+    from aios_lab.data.loader import default_sharding
+
+    sh = default_sharding()
     rep = NamedSharding(sh.mesh, PartitionSpec())
     key = jax.random.PRNGKey(0)
     sizes = [FEATURES, 256, 256, 10]

@@ -66,7 +66,6 @@ def hand_run(args, model_cfg: dict) -> float:
         logits = module.apply(p, x).astype(jnp.float32)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-    @jax.jit
     def step(p, o, x, y):
         loss, g = jax.value_and_grad(loss_fn)(p, x, y)
         u, o = tx.update(g, o, p)

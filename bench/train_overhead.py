@@ -61,7 +61,6 @@ def hand_steps_per_s(ds: ArrayDataset, steps: int) -> tuple[float, float]:
     params = jax.jit(model.init, out_shardings=rep)(jax.random.key(0), np.zeros((1, 64), np.float32))
     opt_state = jax.jit(tx.init, out_shardings=rep)(params)
 
-    @jax.jit
     def loss_fn(p, x, y):
         return optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
 

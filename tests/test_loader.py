@@ -1,4 +1,5 @@
 """The sharded batch loader: pure (seed, step) order, restarts, streaming, 8 host devices, two processes."""
+import json
 import os
 import socket
 import subprocess
@@ -143,8 +144,6 @@ def test_two_processes_each_read_only_their_slice(ds, aios_home, tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
-    import json
-
     results = [json.loads(o[0].split("RESULT ", 1)[1]) for o in outs]
     for i, steps in enumerate(results):
         for row in steps:

@@ -19,7 +19,7 @@ BUSY_TIMEOUT_MS = 30_000
 class Catalog:
     """A handle on ``AIOS_HOME/catalog.sqlite``; connections are per thread and per process.
 
-    >>> cat = Catalog.open()
+    >>> cat = catalog()
     >>> with cat.tx() as db:
     ...     db.execute("INSERT INTO audit (time, user, action, object, details) VALUES (?,?,?,?,?)", ...)
     """
@@ -28,10 +28,6 @@ class Catalog:
         self.path = Path(path)
         self._local = threading.local()
         self._migrate()
-
-    @classmethod
-    def open(cls) -> "Catalog":
-        return catalog()
 
     def connect(self) -> sqlite3.Connection:
         """This thread's connection (a forked child opens its own)."""
@@ -88,6 +84,16 @@ class Catalog:
     @property
     def schema_version(self) -> int:
         return self.one("PRAGMA user_version")[0]
+
+
+VERSIONED = ("datasets", "model_defs", "models")
+
+
+def next_version(db: sqlite3.Connection, table: str, name: str) -> int:
+    """The next version number of ``name`` in ``table``; call it inside the transaction that inserts it."""
+    if table not in VERSIONED:
+        raise ValueError(f"{table!r} holds no versions")
+    return int(db.execute(f"SELECT COALESCE(MAX(version), 0) + 1 FROM {table} WHERE name=?", (name,)).fetchone()[0])
 
 
 def _user() -> str:

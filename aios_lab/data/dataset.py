@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .. import config
-from ..catalog import catalog
+from ..catalog import catalog, next_version
 from ..errors import AiosError
 from ..names import check_name
 from . import sources, split as splits, store
@@ -152,11 +152,11 @@ def get(name: str, version: int | str | None = None) -> Dataset:
         name, _, version = name.partition(":")
     check_name(name, "dataset")
     if isinstance(version, str):
-        text = version.lower().lstrip("v")
-        if version.lower() == "latest":
+        text = version.lower()
+        if text == "latest":
             version = None
-        elif text.isdigit():
-            version = int(text)
+        elif text.lstrip("v").isdigit():
+            version = int(text.lstrip("v"))
         else:
             raise AiosError(f"bad version {version!r} for dataset {name!r}; give a number like 2 or v2")
     if version is None:
@@ -175,7 +175,7 @@ def _normalise(raw: sources.Raw) -> tuple[np.ndarray, np.ndarray, dict[str, Any]
     """Settle dtypes and the task: lm -> int32 tokens; integer targets -> classification; floats -> regression."""
     info = {k: v for k, v in raw.info.items() if v is not None}
     if raw.task == "lm":
-        x, y = raw.x.astype(np.int32), raw.y.astype(np.int32)
+        x, y = raw.x.astype(np.int32, copy=False), raw.y.astype(np.int32, copy=False)
         task, n_classes = "lm", 256
     else:
         x = np.asarray(raw.x, dtype=np.float32)
@@ -216,8 +216,7 @@ def _publish(name: str, tmp: Path, digest: str, source: str, seed: int, sizes: d
             row = db.execute("SELECT * FROM datasets WHERE name=? AND hash=?", (name, digest)).fetchone()
             if row is not None:  # someone declared the same content meanwhile
                 return _from_row(row)
-            version = db.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM datasets WHERE name=?",
-                                 (name,)).fetchone()[0]
+            version = next_version(db, "datasets", name)
             final = config.named("datasets", name, f"v{version}")
             if final.exists():  # left by a crash between rename and commit: never catalogued
                 shutil.rmtree(final)

@@ -196,16 +196,14 @@ class Loader:
 
     # -- order and reading ---------------------------------------------------------------------
 
-    def _rows(self, step: int, lo: int, hi: int,
-              out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _rows(self, step: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         if step < 0:
             raise AiosError(f"step must be >= 0, got {step}")
         epoch, j = divmod(int(step), self.steps_per_epoch)
         plan = self._epoch(epoch)
         a, b = j * self.batch_size + lo, j * self.batch_size + hi
-        if out is None:
-            out = (np.empty((b - a, *self._xa.shape[1:]), self._xa.dtype),
-                   np.empty((b - a, *self._ya.shape[1:]), self._ya.dtype))
+        out = (np.empty((b - a, *self._xa.shape[1:]), self._xa.dtype),
+               np.empty((b - a, *self._ya.shape[1:]), self._ya.dtype))
         k = int(np.searchsorted(plan.bounds, a, side="right")) - 1
         while k < len(plan.windows) and plan.bounds[k] < b:
             s, e = max(a, plan.bounds[k]), min(b, plan.bounds[k + 1])

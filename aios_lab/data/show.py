@@ -167,7 +167,8 @@ def png_encode(pixels: np.ndarray) -> bytes:
 
 def _histograms(arr: Any, names: list[str] | None, limit: int = N_HIST) -> list[tuple[str, np.ndarray, float, float]]:
     """Histograms of the first ``limit`` feature columns over at most 10,000 rows."""
-    sample = np.asarray(arr[: min(arr.shape[0], 10_000)], dtype=np.float64).reshape(min(arr.shape[0], 10_000), -1)
+    n = min(arr.shape[0], 10_000)
+    sample = np.asarray(arr[:n], dtype=np.float64).reshape(n, -1)
     out = []
     for i in range(min(limit, sample.shape[1])):
         col = sample[:, i]

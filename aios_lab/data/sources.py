@@ -236,7 +236,7 @@ def _from_text(pattern: str, block: int) -> Raw:
                         "(add text or pass a smaller block)")
     x = tokens[: n * block].reshape(n, block)
     y = tokens[1 : n * block + 1].reshape(n, block)
-    return Raw(x, y, task="lm", info={"block": block, "files": len(files), "n_classes": 256})
+    return Raw(x, y, task="lm", info={"block": block, "files": len(files)})
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -21,14 +21,18 @@ from orbax.checkpoint import checkpoint_managers as policies
 HIGHER_IS_BETTER = {"accuracy": True, "loss": False}
 
 
-class _QuietUnscored(logging.Filter):
-    """Checkpoints saved on stop or at the end may carry no eval metrics; orbax warns each time."""
+class _QuietExpected(logging.Filter):
+    """Orbax warns about what we do on purpose: checkpoints saved on stop or at the end carry no eval
+    metrics, and readers (job.params, job.checkpoints) open the manager read-only."""
+
+    EXPECTED = ("did not provide metrics", "read_only=True", "is read only")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "did not provide metrics" not in record.getMessage()
+        message = record.getMessage()
+        return not any(text in message for text in self.EXPECTED)
 
 
-logging.getLogger("absl").addFilter(_QuietUnscored())
+logging.getLogger("absl").addFilter(_QuietExpected())
 
 
 class Checkpoints:
@@ -38,15 +42,15 @@ class Checkpoints:
                  async_save: bool = True, read_only: bool = False):
         self.directory = Path(directory).resolve()
         self.best = best
+        higher = HIGHER_IS_BETTER.get(best or "", True)
+        metric = (lambda m: float(m[best])) if best else None
         keep_policies: list = [policies.LatestN(n=max(1, keep))]
         if best:
-            key = best
-            keep_policies.append(policies.BestN(get_metric_fn=lambda m: float(m[key]),
-                                                reverse=not HIGHER_IS_BETTER.get(best, True), n=1,
+            keep_policies.append(policies.BestN(get_metric_fn=metric, reverse=not higher, n=1,
                                                 keep_checkpoints_without_metrics=False))
         options = ocp.CheckpointManagerOptions(
-            best_fn=(lambda m: float(m[best])) if best else None,  # makes orbax store each step's metrics
-            best_mode="max" if HIGHER_IS_BETTER.get(best or "", True) else "min",
+            best_fn=metric,  # makes orbax store each step's metrics
+            best_mode="max" if higher else "min",
             preservation_policy=policies.AnyPreservationPolicy(keep_policies),
             enable_async_checkpointing=async_save, create=not read_only, read_only=read_only,
             cleanup_tmp_directories=not read_only)

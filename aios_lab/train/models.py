@@ -110,19 +110,16 @@ def define(name: str, source: str, sample: np.ndarray | None = None, task: str =
         raise AiosError(f"{name!r} is a built-in model; choose another name")
     digest = hashlib.sha256(source.encode()).hexdigest()
     spec = {"kind": "cell", "name": name, "source": source, "config": {}}
-    x = np.zeros((2, 16), np.float32) if sample is None else np.asarray(sample)
-    if task == "lm" and sample is None:
-        x = np.zeros((2, 16), np.int32)
+    x = np.asarray(sample) if sample is not None else np.zeros((2, 16), np.int32 if task == "lm" else np.float32)
     check(build(spec, task, n_outputs, x.shape[1:]), task, n_outputs, x)
-    from ..catalog import catalog
+    from ..catalog import catalog, next_version
 
     cat = catalog()
     with cat.tx() as db:
         row = db.execute("SELECT version FROM model_defs WHERE name=? AND hash=?", (name, digest)).fetchone()
         if row:
             return name, int(row[0])
-        version = db.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM model_defs WHERE name=?",
-                             (name,)).fetchone()[0]
+        version = next_version(db, "model_defs", name)
         spec["version"] = version
         db.execute("INSERT INTO model_defs (name, version, hash, spec, created) VALUES (?,?,?,?,?)",
                    (name, version, digest, json.dumps(spec), time.time()))

@@ -106,14 +106,19 @@ def make_eval_step(model: Model, task: str, mesh: Mesh, param_shardings: Any, pr
     return jax.jit(step, in_shardings=(param_shardings, data, data, data), out_shardings=meshlib.replicated(mesh))
 
 
-def abstract_state(model: Model, tx: optax.GradientTransformation, x: jax.ShapeDtypeStruct) -> Any:
-    """Shapes and dtypes of the train state for a sample batch spec ``x``, without allocating."""
+def _state_init(model: Model, tx: optax.GradientTransformation, x: jax.ShapeDtypeStruct) -> Callable:
+    """``rng -> {"step", "params", "opt_state"}`` for a sample batch spec ``x`` (traced, never run eagerly)."""
 
     def init(rng):
         params = model.init(rng, jnp.zeros(x.shape, x.dtype))
         return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
 
-    return jax.eval_shape(init, jax.random.key(0))
+    return init
+
+
+def abstract_state(model: Model, tx: optax.GradientTransformation, x: jax.ShapeDtypeStruct) -> Any:
+    """Shapes and dtypes of the train state for a sample batch spec ``x``, without allocating."""
+    return jax.eval_shape(_state_init(model, tx, x), jax.random.key(0))
 
 
 def state_shardings(tx: optax.GradientTransformation, abstract: Any, mesh: Mesh, mode: str = "dp") -> Any:
@@ -125,12 +130,7 @@ def state_shardings(tx: optax.GradientTransformation, abstract: Any, mesh: Mesh,
 
 def make_init(model: Model, tx: optax.GradientTransformation, x: jax.ShapeDtypeStruct, shardings: Any) -> Callable:
     """A jitted ``rng -> state`` that creates the train state directly on its ``shardings``."""
-
-    def init(rng):
-        params = model.init(rng, jnp.zeros(x.shape, x.dtype))
-        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
-
-    return jax.jit(init, out_shardings=shardings)
+    return jax.jit(_state_init(model, tx, x), out_shardings=shardings)
 
 
 def init_state(model: Model, tx: optax.GradientTransformation, rng: jax.Array, x: jax.ShapeDtypeStruct,

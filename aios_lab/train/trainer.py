@@ -75,8 +75,6 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Refuse impossible settings with a one-line error before anything runs."""
-        from .mesh import MODES
-
         checks = [
             (self.steps >= 1, "--steps must be at least 1"),
             (self.batch >= 1, "--batch must be at least 1"),
@@ -86,7 +84,7 @@ class TrainConfig:
              f"use a multiple of {self.n_devices}"),
             (self.lr > 0 and math.isfinite(self.lr), "--lr must be a positive number"),
             (self.optimizer in optim.OPTIMIZERS, f"--optimizer must be one of {', '.join(optim.OPTIMIZERS)}"),
-            (self.shard in MODES, f"--shard must be one of {', '.join(MODES)}"),
+            (self.shard in meshlib.MODES, f"--shard must be one of {', '.join(meshlib.MODES)}"),
             (self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16"),
             (self.checkpoint_every >= 1 and self.eval_every >= 1 and self.log_every >= 1,
              "--checkpoint-every, --eval-every and log_every must be at least 1"),
@@ -153,7 +151,8 @@ def train(config: TrainConfig, on_metrics: Callable[[dict], None] | None = None,
         start = ckpts.latest_step() or 0
         if start >= config.steps:
             return _summary(start, False, None, None, ckpts)
-        loader = _open_loader(ds, config, meshlib.batch_sharding(mesh), start_step=start)
+        data = meshlib.batch_sharding(mesh)
+        loader = _open_loader(ds, config, data, start_step=start)
         if start:
             target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                   prog.abstract, prog.shardings)
@@ -162,7 +161,7 @@ def train(config: TrainConfig, on_metrics: Callable[[dict], None] | None = None,
             state = prog.init(jax.random.key(config.seed))
         if on_start:
             on_start(_placement(state, mesh, start))
-        run = _Run(config, task, emit, prog, _eval_batches(ds, config.batch, meshlib.batch_sharding(mesh)), ckpts)
+        run = _Run(config, task, emit, prog, _eval_batches(ds, config.batch, data), ckpts)
         return run.loop(state, start, loader, should_stop)
     finally:
         if loader is not None:
@@ -195,12 +194,13 @@ class Program:
 
 def program(config: TrainConfig, task: str, n_out: int, sample: np.ndarray, mesh) -> Program:
     """Build (or reuse from this process's cache) the Program for ``config`` on ``mesh``."""
-    key = json.dumps([models.resolve(config.model), task, n_out, list(sample.shape[1:]), str(sample.dtype),
+    spec = models.resolve(config.model)  # once: a cell name is a catalog lookup
+    key = json.dumps([spec, task, n_out, list(sample.shape[1:]), str(sample.dtype),
                       config.optimizer, config.lr, config.steps, config.warmup, config.weight_decay, config.clip,
                       config.shard, config.precision], sort_keys=True, default=str)
     prog = _programs.get((key, mesh))
     if prog is None:
-        model = models.build(models.resolve(config.model), task, n_out, tuple(sample.shape[1:]))
+        model = models.build(spec, task, n_out, tuple(sample.shape[1:]))
         models.check(model, task, n_out, sample)
         tx = optim.make_optimizer(config.optimizer, config.lr, config.steps, config.warmup,
                                   config.weight_decay, config.clip)
