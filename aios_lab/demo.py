@@ -7,24 +7,18 @@ in the environment it works in a scratch AIOS_HOME (a new temporary folder) and 
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import tempfile
 import time
 from contextlib import contextmanager
 
 from .errors import AiosError
+from .procs import free_port
 from .render import Table
 
 
 def _say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -88,7 +82,7 @@ def _run(steps: int, devices: str, port: int | None, calls: int, keep_serving: b
     mv = aios.publish(job, variant="int8", as_="demo-digits", alias="production")
     _say(f"published demo-digits:v{mv.version} (production)")
 
-    ep = aios.serve(port=port or _free_port())
+    ep = aios.serve(port=port or free_port())
     from .serve import create_token
 
     token = create_token("infer", label="aios demo")

@@ -1,5 +1,7 @@
-"""Is a process still there? One answer for jobs, dataset writers and endpoints."""
+"""Processes and ports: is a process still there (jobs, dataset writers, endpoints), which port is free."""
 from __future__ import annotations
+
+import socket
 
 import psutil
 
@@ -18,3 +20,10 @@ def alive(pid: int | None, cmdline_has: str | None = None) -> bool:
         return False
     except psutil.AccessDenied:  # another user's process: it exists
         return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

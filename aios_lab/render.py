@@ -7,6 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 
+class Text(str):
+    """Plain text that a notebook shows as text (not as a quoted string) and a terminal prints."""
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(str(self))
+
+
 @dataclass
 class Table:
     """Rows of values under named columns; empty tables say so instead of drawing nothing."""

@@ -50,6 +50,7 @@ class JobWidget(widgets.VBox):
             self._state == "interrupted" and not self.job._will_resume())
 
     def update(self) -> None:
+        self.job.refresh()  # notice a worker that died, so the view does not stay "running"
         info = self.job.to_json()
         self._state = info["state"]
         last = self._rows[-1]["step"] if self._rows else None

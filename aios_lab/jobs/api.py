@@ -1,6 +1,7 @@
 """``aios.train``, ``aios.job``, ``aios.jobs``, ``aios.devices``: the Python API of jobs."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -14,11 +15,6 @@ from . import store
 from .devices import gpu_stats, inventory
 from .job import Job
 from .scheduler import MAX_AUTO_RESUMES, schedule
-
-SHARD_MODES = ("dp", "fsdp")
-PRECISIONS = ("fp32", "bf16")
-OPTIMIZERS = ("adamw", "adam", "sgd")
-
 
 def kernel_on_cpu() -> None:
     """Keep this process off the accelerators: checks run on JAX's CPU backend, workers own devices."""
@@ -43,7 +39,7 @@ def train(name: str, *, dataset: str, model: str | dict = "mlp", devices: int | 
           precision: str = "fp32", checkpoint_every: int | None = None, eval_every: int | None = None,
           seed: int = 0, priority: int = 0, wait: bool = False, task: str | None = None,
           warmup: int | None = None, weight_decay: float = 1e-4, clip: float | None = 1.0,
-          max_retries: int = MAX_AUTO_RESUMES, processes: int = 1, dataset_version: int | None = None,
+          max_retries: int | None = None, processes: int = 1, dataset_version: int | None = None,
           model_config: dict[str, Any] | None = None) -> Job:
     """Record a training job and start it in a detached worker as soon as its devices are free.
 
@@ -61,17 +57,16 @@ def train(name: str, *, dataset: str, model: str | dict = "mlp", devices: int | 
         raise AiosError(f"a job named {name!r} exists already; `%aios resume {name}` continues it, or pick a new name")
     inv = inventory()
     n = _n_devices(devices, inv.count, inv.kind)
-    for flag, value, allowed in (("--shard", shard, SHARD_MODES), ("--precision", precision, PRECISIONS),
-                                 ("--optimizer", optimizer, OPTIMIZERS)):
-        if value not in allowed:
-            raise AiosError(f"{flag} {value!r}: use one of {', '.join(allowed)}")
-    if steps < 1 or batch < 1 or lr <= 0:
-        raise AiosError("--steps, --batch and --lr must be positive")
     if processes < 1 or n % processes:
         raise AiosError(f"{n} devices cannot be split evenly over {processes} processes")
-    if batch % n:
-        raise AiosError(f"--batch {batch} is not divisible by the {n} data-parallel devices; "
-                        f"use a multiple of {n}, e.g. {max(n, batch // n * n)}")
+    cfg = TrainConfig(  # checked before any dataset or model is read
+        dataset=dataset, dataset_version=dataset_version, model=model, task=task,
+        n_devices=n, steps=steps, batch=batch, lr=lr, optimizer=optimizer, shard=shard, precision=precision,
+        checkpoint_every=checkpoint_every or max(10, steps // 10), seed=seed,
+        eval_every=max(10, steps // 10) if eval_every is None else eval_every,
+        warmup=min(100, steps // 10) if warmup is None else warmup, weight_decay=weight_decay, clip=clip,
+        num_processes=processes,
+    ).validate()
     ds = get_dataset(dataset, dataset_version)
     if "train" not in ds.splits:
         raise AiosError(f"dataset {dataset!r} has no train split; declare it with --split train=...")
@@ -79,17 +74,10 @@ def train(name: str, *, dataset: str, model: str | dict = "mlp", devices: int | 
     spec = models.resolve(model, **(model_config or {}))
     x = ds.arrays("train")[0][:2]
     models.check(models.build(spec, task, n_outputs, ds.feature_shape), task, n_outputs, x)
-    cfg = TrainConfig(
-        dataset=ds.name, dataset_version=ds.version, model=spec, task=task,
-        n_devices=n, steps=steps, batch=batch, lr=lr, optimizer=optimizer, shard=shard, precision=precision,
-        checkpoint_every=checkpoint_every or max(10, steps // 10), seed=seed,
-        eval_every=max(10, steps // 10) if eval_every is None else eval_every,
-        warmup=min(100, steps // 10) if warmup is None else warmup, weight_decay=weight_decay, clip=clip,
-        num_processes=processes,
-    )
+    cfg = dataclasses.replace(cfg, dataset=ds.name, dataset_version=ds.version, model=spec, task=task)
     config = {"dataset": ds.name, "dataset_version": ds.version, "task": task, "n_outputs": n_outputs,
-              "model": model if isinstance(model, str) else spec.get("name"),
-              "train": json.loads(cfg.validate().to_json()), "max_retries": max_retries, "processes": processes}
+              "model": model if isinstance(model, str) else spec.get("name"), "train": json.loads(cfg.to_json()),
+              "max_retries": MAX_AUTO_RESUMES if max_retries is None else max_retries, "processes": processes}
     now = time.time()
     with catalog().tx() as db:
         db.execute("INSERT INTO jobs (name, state, config, priority, n_devices, steps, created, updated) "

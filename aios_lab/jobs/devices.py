@@ -61,8 +61,8 @@ def inventory() -> Inventory:
     return Inventory("cpu", n, tuple(f"CPU host device {i}" for i in range(n)))
 
 
-def worker_env(kind: str, ids: list[int], processes: int = 1) -> dict[str, str]:
-    """Environment that makes exactly ``ids`` visible to one of ``processes`` worker processes."""
+def worker_env(kind: str, ids: list[int]) -> dict[str, str]:
+    """Environment that makes exactly ``ids`` visible to one worker process."""
     env = dict(os.environ)
     env.pop("JAX_NUM_CPU_DEVICES", None)
     if kind == "gpu":
@@ -73,9 +73,8 @@ def worker_env(kind: str, ids: list[int], processes: int = 1) -> dict[str, str]:
         env["TPU_PROCESS_BOUNDS"] = "1,1,1"
         env.pop("JAX_PLATFORMS", None)
     else:
-        per_process = max(1, len(ids) // processes)
         flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
-        env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={per_process}".strip()
+        env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={len(ids)}".strip()
         env["JAX_PLATFORMS"] = "cpu"
     return env
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from contextlib import contextmanager
 from typing import Any
 
 from ..catalog import catalog
@@ -88,7 +87,7 @@ class Job:
 
     def _will_resume(self) -> bool:
         r = self._row()
-        return r["attempts"] < r["config"].get("max_retries", 0)
+        return r["attempts"] < r["config"]["max_retries"]
 
     # -- control ----------------------------------------------------------------------------
     def cancel(self) -> str:
@@ -140,7 +139,7 @@ class Job:
 
         if not checkpoint_dir(self.name).exists():
             return []
-        with quiet_absl(), Checkpoints(checkpoint_dir(self.name), read_only=True) as ckpts:
+        with Checkpoints(checkpoint_dir(self.name), read_only=True) as ckpts:
             return ckpts.steps()
 
     def params(self, checkpoint: str | int = "latest") -> Any:
@@ -151,8 +150,7 @@ class Job:
         if not steps:
             raise AiosError(f"job {self.name!r} has no checkpoint yet; wait for step {self.config['train'].get('checkpoint_every')}")
         try:
-            with quiet_absl():
-                return load_params(checkpoint_dir(self.name), checkpoint)
+            return load_params(checkpoint_dir(self.name), checkpoint)
         except (FileNotFoundError, ValueError):
             raise AiosError(f"job {self.name!r} has no checkpoint {checkpoint!r}; it has steps {steps} "
                             "(or use latest / best)") from None
@@ -168,7 +166,7 @@ class Job:
 
         if not self.checkpoints():
             return None
-        with quiet_absl(), Checkpoints(checkpoint_dir(self.name), read_only=True,
+        with Checkpoints(checkpoint_dir(self.name), read_only=True,
                                        best="loss" if self.config["train"].get("task") == "regression" else "accuracy") as c:
             return c.best_step()
 
@@ -210,11 +208,8 @@ class Job:
 
     # -- views ------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        """The job as the CLI table, the widget and the sidebar show it."""
-        return to_json(self.refresh(), self.metrics_summary())
-
-    def metrics_summary(self) -> dict[str, Any]:
-        return summary(self.name)
+        """The job as the CLI table, the widget and the sidebar show it (as the catalog has it now)."""
+        return to_json(self._row(), summary(self.name))
 
     def widget(self):
         from ..widgets import JobWidget
@@ -230,19 +225,6 @@ class Job:
     def __repr__(self) -> str:
         r = self._row()
         return f"<Job {self.name} {r['state']} step {r['step']}/{r['steps']}>"
-
-
-@contextmanager
-def quiet_absl():
-    """Orbax warns through absl when a manager is opened read-only; a reader has nothing to fix."""
-    from absl import logging as absl_logging
-
-    level = absl_logging.get_verbosity()
-    absl_logging.set_verbosity(absl_logging.ERROR)
-    try:
-        yield
-    finally:
-        absl_logging.set_verbosity(level)
 
 
 def summary(name: str) -> dict[str, Any]:

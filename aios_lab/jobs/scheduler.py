@@ -27,7 +27,7 @@ def _requeue_interrupted() -> None:
     for j in store.rows(("interrupted",)):
         if j["cancel_requested"]:
             store.update(j["name"], state="cancelled", ended=time.time())
-        elif j["attempts"] < j["config"].get("max_retries", MAX_AUTO_RESUMES):
+        elif j["attempts"] < j["config"]["max_retries"]:
             with catalog().tx() as db:
                 db.execute("UPDATE jobs SET state='queued', attempts=attempts+1, updated=? "
                            "WHERE name=? AND state='interrupted'", (time.time(), j["name"]))

@@ -36,9 +36,9 @@ def _decode(r) -> dict[str, Any]:
 def update(name: str, where: dict[str, Any] | None = None, **fields: Any) -> bool:
     """Set columns of one job, only if the columns in ``where`` still hold; True if it changed.
 
-    ``devices`` and ``config`` are JSON-encoded here.
+    ``devices``, ``config`` and ``info`` are JSON-encoded here.
     """
-    for key in ("devices", "config"):
+    for key in ("devices", "config", "info"):
         if key in fields and not isinstance(fields[key], str) and fields[key] is not None:
             fields[key] = json.dumps(fields[key])
     fields["updated"] = time.time()

@@ -7,21 +7,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
+from ..procs import free_port
 from . import store
 from .devices import worker_env
 from .paths import log_path
-from .scheduler import MAX_AUTO_RESUMES, schedule
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .scheduler import schedule
 
 
 def run_workers(name: str) -> list[int]:
@@ -31,14 +25,14 @@ def run_workers(name: str) -> list[int]:
     ids = j["devices"]
     cmd = [sys.executable, "-m", "aios_lab.jobs.worker", name]
     if processes > 1:
-        cmd += ["--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", str(processes)]
+        cmd += ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", str(processes)]
     procs = []
     with open(log_path(name), "ab") as log:
         for pid_index in range(processes):
             share = ids[pid_index * len(ids) // processes:(pid_index + 1) * len(ids) // processes]
             extra = ["--process-id", str(pid_index)] if processes > 1 else []
             procs.append(subprocess.Popen(cmd + extra, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                          env=worker_env(j["device_kind"], share, 1)))
+                                          env=worker_env(j["device_kind"], share)))
     store.update(name, pid=procs[0].pid)
 
     def forward(signum, _frame):  # a SIGTERM to the supervisor checkpoints and stops the workers
@@ -64,7 +58,7 @@ def supervise(name: str) -> None:
         j = store.row(name)
         if j is None or j["supervisor_pid"] != me or j["state"] != "running":
             break  # the worker recorded how it ended, or the job has a new owner
-        retries = j["config"].get("max_retries", MAX_AUTO_RESUMES)
+        retries = j["config"]["max_retries"]
         why = f"worker exited with {codes}" if all(c >= 0 for c in codes) else \
             f"worker killed by signal {-min(codes)}"
         if j["cancel_requested"]:

@@ -8,7 +8,6 @@ metrics back, polls for a cancel request, and records how it ended. Exit codes: 
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         train(cfg, on_metrics=on_metrics, should_stop=stop.is_set, checkpoint_dir=checkpoint_dir(name),
-              on_start=(lambda info: store.update(name, info=json.dumps(info))) if lead else None)
+              on_start=(lambda info: store.update(name, info=info)) if lead else None)
         if args.coordinator:  # every process leaves together, before the lead's catalog writes
             import jax
 
@@ -90,9 +89,7 @@ def _latest_checkpoint(name: str) -> int:
 
     if not checkpoint_dir(name).exists():
         return 0
-    from .job import quiet_absl
-
-    with quiet_absl(), Checkpoints(checkpoint_dir(name), read_only=True) as ckpts:
+    with Checkpoints(checkpoint_dir(name), read_only=True) as ckpts:
         step = ckpts.latest_step() or 0
     if step:
         print(f"[aios] resuming from the checkpoint at step {step}", flush=True)

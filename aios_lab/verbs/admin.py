@@ -5,14 +5,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from . import VERBS, load_all, verb
-from ..render import Table
-
-
-class Help(str):
-    """Plain text that a notebook shows as text rather than a quoted string."""
-
-    def _repr_pretty_(self, p, cycle):
-        p.text(str(self))
+from ..render import Table, Text
 
 
 @magic_arguments()
@@ -24,9 +17,9 @@ def help_(args, ctx):
         name = " ".join(args.topic)
         if name not in VERBS:
             raise UsageError(f"unknown verb {name!r}; `%aios help` lists them")
-        return Help(VERBS[name].help())
+        return Text(VERBS[name].help())
     rows = [(("%%aios " if v.cell else "%aios ") + n, v.summary) for n, v in sorted(VERBS.items())]
-    return Help(str(Table(["verb", "what it does"], rows)))
+    return Text(str(Table(["verb", "what it does"], rows)))
 
 
 verb("help")(help_)

@@ -6,7 +6,7 @@ from IPython.core.magic_arguments import argument, argument_group, magic_argumen
 from . import verb
 from ..errors import AiosError
 from ..render import Table, age, fmt
-from .admin import Help
+from ..render import Text
 
 
 def _model_config(pairs: str | None) -> dict:
@@ -38,7 +38,7 @@ def _model_config(pairs: str | None) -> dict:
 @argument("--devices", default="all", help="N or all (default all)")
 @argument("--priority", type=int, default=0, help="higher starts first when devices are busy")
 @argument("--processes", type=int, default=1, help="worker processes under jax.distributed (default 1)")
-@argument("--max-retries", type=int, default=2, help="automatic resumes after a worker dies")
+@argument("--max-retries", type=int, help="automatic resumes after a worker dies (default 2)")
 @argument("--wait", action="store_true", help="block until the job ends (the display still updates)")
 @argument_group("optimisation")
 @argument("--steps", type=int, default=500)
@@ -77,7 +77,7 @@ def _follow(job, ctx, wait: bool):
         return job
     if wait:
         job.wait()
-    return Help(_describe(job))
+    return Text(_describe(job))
 
 
 def _describe(job) -> str:
@@ -119,7 +119,7 @@ def logs(args, ctx):
     """The job's worker log."""
     from ..jobs import job as get
 
-    return Help(get(args.job).log_tail(args.tail) or f"job {args.job} has no log yet")
+    return Text(get(args.job).log_tail(args.tail) or f"job {args.job} has no log yet")
 
 
 @magic_arguments()
@@ -130,7 +130,7 @@ def cancel(args, ctx):
 
     j = get(args.job)
     state = j.cancel()
-    return Help(f"job {args.job}: cancel requested ({state}); the worker checkpoints and stops within seconds"
+    return Text(f"job {args.job}: cancel requested ({state}); the worker checkpoints and stops within seconds"
                 if state == "running" else f"job {args.job}: {state}")
 
 

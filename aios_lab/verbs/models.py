@@ -4,7 +4,7 @@ from __future__ import annotations
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from . import verb
-from .admin import Help
+from ..render import Text
 
 
 @magic_arguments()
@@ -26,7 +26,7 @@ def model(args, ctx):
         task, n_outputs = task_and_outputs(ds, args.task)
         sample = ds.load("train")[0][:2]
     name, version = models.define(args.name, ctx.cell or "", sample=sample, task=task, n_outputs=n_outputs)
-    return Help(f"model {name} version {version} saved; train it with `%aios train JOB --model {name} ...`")
+    return Text(f"model {name} version {version} saved; train it with `%aios train JOB --model {name} ...`")
 
 
 verb("model", cell=True)(model)
