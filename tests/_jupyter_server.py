@@ -70,7 +70,8 @@ def start(tmp: Path, home: Path, *, lab: bool = False, timeout: float = 60.0) ->
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # containers and CI run as root
     log = tmp / ("lab.log" if lab else "server.log")
-    proc = subprocess.Popen(cmd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=root)
+    with open(log, "wb") as out:  # the server keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=root)
     server = Server(f"http://127.0.0.1:{port}/", token, home, proc, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -46,9 +46,9 @@ class AiosHandler(APIHandler):
         self.set_status(status)
         self.finish(json.dumps({"message": message, **extra}))
 
-    async def guarded(self, fn: Callable[..., Any], *args: Any, missing: str = "job") -> None:
-        """Call ``fn`` and reply; a missing object is 404, an unavailable feature 404 with a reason,
-        a refused action (AiosError) 409."""
+    async def guarded(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn`` (a job route) and reply; a missing job is 404, an unavailable feature 404 with a
+        reason, a refused action (AiosError) 409."""
         from ..errors import AiosError
 
         try:
@@ -56,7 +56,7 @@ class AiosHandler(APIHandler):
         except sources.Unavailable as exc:
             self.fail(404, str(exc), available=False)
         except LookupError as exc:
-            self.fail(404, str(exc) or f"no such {missing}", missing=missing)
+            self.fail(404, str(exc) or "no such job", missing="job")
         except AiosError as exc:
             self.fail(409, str(exc))
 

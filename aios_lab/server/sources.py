@@ -181,25 +181,13 @@ def resume_job(name: str, steps: int | None) -> dict[str, Any]:
 
 # ---- devices, models, endpoints, datasets -----------------------------------------------------
 
-def list_devices(jobs: list[dict] | None = None) -> dict[str, Any]:
+def list_devices() -> dict[str, Any]:
     """Accelerators (with the job holding each) and the queue of jobs waiting for them."""
     try:
-        found = api("aios_lab.jobs", "devices")()
+        found = jsonable(api("aios_lab.jobs", "devices")())
     except Unavailable as exc:
         return {"devices": [], "queue": [], "available": False, "reason": str(exc)}
-    found = jsonable(found)
-    queue = None
-    if isinstance(found, dict):  # {"devices": [...], "queue": [...]}
-        queue = found.get("queue")
-        found = found.get("devices", [])
-    if queue is None:
-        if jobs is None:
-            jobs = list_jobs()["jobs"]
-        waiting = [j for j in jobs if j.get("state") == "queued"]
-        waiting.sort(key=lambda j: (-(j.get("priority") or 0), j.get("created") or 0))
-        queue = [{"name": j["name"], "n_devices": j.get("n_devices"), "priority": j.get("priority"),
-                  "created": j.get("created")} for j in waiting]
-    return {"devices": found, "queue": queue, "available": True}
+    return {"devices": found["devices"], "queue": found["queue"], "available": True}
 
 
 def list_models() -> dict[str, Any]:
@@ -243,9 +231,9 @@ def probe(ep: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
+def _http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=0.5) as r:
+        with urllib.request.urlopen(url, timeout=0.5) as r:
             return r.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -286,10 +274,9 @@ def _section(fn: Callable[[], dict[str, Any]], kind: str) -> dict[str, Any]:
 
 def overview() -> dict[str, Any]:
     """Everything the sidebar shows, in one answer (the poll target)."""
-    jobs = _section(list_jobs, "jobs")
     return {
-        "jobs": jobs,
-        "devices": _section(lambda: list_devices(jobs["jobs"] if jobs.get("available") else None), "devices"),
+        "jobs": _section(list_jobs, "jobs"),
+        "devices": _section(list_devices, "devices"),
         "models": _section(list_models, "models"),
         "endpoints": _section(list_endpoints, "endpoints"),
         "datasets": _section(list_datasets, "datasets"),

@@ -4,7 +4,6 @@
  * and stops polling once the job has ended (or the panel is hidden).
  */
 import { ReactWidget } from '@jupyterlab/ui-components';
-import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
 import { AiosAPI, APIError } from './api';
@@ -26,6 +25,7 @@ import {
 } from './model';
 import { Poller, TickResult } from './poller';
 import { JobActions, ProgressBar, StateBadge } from './sidebar';
+import { watchVisibility } from './visibility';
 
 const LOG_LINES = 200;
 
@@ -42,14 +42,12 @@ export class JobPanel extends ReactWidget {
     this.title.caption = `AIOS job ${name}`;
     this.title.closable = true;
     this.poller = new Poller(() => this._tick(), { interval: 1000, maxIdle: 1500 });
-    this._onVisibility = () => this._sync();
-    document.addEventListener('visibilitychange', this._onVisibility);
+    watchVisibility(this, () => this._sync());
   }
 
   readonly poller: Poller;
 
   dispose(): void {
-    document.removeEventListener('visibilitychange', this._onVisibility);
     this.poller.dispose();
     super.dispose();
   }
@@ -60,21 +58,6 @@ export class JobPanel extends ReactWidget {
 
   async resume(name: string, steps?: number): Promise<void> {
     await this._act(() => this.api.resume(name, steps));
-  }
-
-  protected onAfterShow(msg: Message): void {
-    super.onAfterShow(msg);
-    this._sync();
-  }
-
-  protected onAfterHide(msg: Message): void {
-    super.onAfterHide(msg);
-    this._sync();
-  }
-
-  protected onAfterAttach(msg: Message): void {
-    super.onAfterAttach(msg);
-    this._sync();
   }
 
   private _sync(): void {
@@ -102,9 +85,11 @@ export class JobPanel extends ReactWidget {
 
   private async _tick(): Promise<TickResult> {
     try {
-      const job = await this.api.job(this.name);
-      const metrics = await this.api.metrics(this.name, lastStep(this._metrics));
-      const log = await this.api.log(this.name, LOG_LINES);
+      const [job, metrics, log] = await Promise.all([
+        this.api.job(this.name),
+        this.api.metrics(this.name, lastStep(this._metrics)),
+        this.api.log(this.name, LOG_LINES)
+      ]);
       const changed = job.changed || metrics.data.metrics.length > 0 || log.changed || this._missing || this._offline;
       this._job = job.data;
       this._metrics = mergeMetrics(this._metrics, metrics.data.metrics);
@@ -230,5 +215,4 @@ export class JobPanel extends ReactWidget {
   private _missing = false;
   private _offline = false;
   private _stale = false;
-  private _onVisibility: () => void;
 }

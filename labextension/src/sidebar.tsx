@@ -5,7 +5,6 @@
  */
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { Button, ReactWidget, SidePanel, ToolbarButton, refreshIcon } from '@jupyterlab/ui-components';
-import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 import { ISignal, Signal } from '@lumino/signaling';
 import * as React from 'react';
@@ -29,6 +28,7 @@ import {
   progressLabel
 } from './model';
 import { Poller, TickResult } from './poller';
+import { watchVisibility } from './visibility';
 
 export type Status = 'loading' | 'ok' | FailureKind;
 
@@ -164,38 +164,16 @@ export class AiosSidebar extends SidePanel {
       section.title.label = label;
       this.addWidget(section);
     }
-    this._onVisibility = () => this._sync();
-    document.addEventListener('visibilitychange', this._onVisibility);
+    watchVisibility(this, visible => this.model.setVisible(visible));
   }
 
   readonly model: SidebarModel;
 
   dispose(): void {
-    document.removeEventListener('visibilitychange', this._onVisibility);
     this.model.dispose();
     super.dispose();
   }
 
-  protected onAfterShow(msg: Message): void {
-    super.onAfterShow(msg);
-    this._sync();
-  }
-
-  protected onAfterHide(msg: Message): void {
-    super.onAfterHide(msg);
-    this._sync();
-  }
-
-  protected onAfterAttach(msg: Message): void {
-    super.onAfterAttach(msg);
-    this._sync();
-  }
-
-  private _sync(): void {
-    this.model.setVisible(this.isVisible && document.visibilityState !== 'hidden');
-  }
-
-  private _onVisibility: () => void;
 }
 
 /** A ReactWidget re-rendered whenever the model changes. */
@@ -419,6 +397,18 @@ function DevicesList(props: { overview: IOverview }): JSX.Element {
   );
 }
 
+/** A small bar filled to `percent`, then its label. */
+function Meter(props: { percent: number; children: React.ReactNode }): JSX.Element {
+  return (
+    <>
+      <span className="aios-meter">
+        <span className="aios-meter-fill" style={{ width: `${Math.round(props.percent)}%` }} />
+      </span>
+      <span>{props.children}</span>
+    </>
+  );
+}
+
 function DeviceRow(props: { device: IDevice }): JSX.Element {
   const d = props.device;
   const mem = d.memory_total ? (d.memory_used ?? 0) / d.memory_total : null;
@@ -439,23 +429,11 @@ function DeviceRow(props: { device: IDevice }): JSX.Element {
       {(mem !== null || util !== null) && (
         <div className="aios-row-meta" title="read through NVML">
           {mem !== null && (
-            <>
-              <span className="aios-meter">
-                <span className="aios-meter-fill" style={{ width: `${Math.round(mem * 100)}%` }} />
-              </span>
-              <span>
-                mem {formatBytes(d.memory_used)} / {formatBytes(d.memory_total)}
-              </span>
-            </>
+            <Meter percent={mem * 100}>
+              mem {formatBytes(d.memory_used)} / {formatBytes(d.memory_total)}
+            </Meter>
           )}
-          {util !== null && (
-            <>
-              <span className="aios-meter">
-                <span className="aios-meter-fill" style={{ width: `${Math.round(util)}%` }} />
-              </span>
-              <span>util {Math.round(util)}%</span>
-            </>
-          )}
+          {util !== null && <Meter percent={util}>util {Math.round(util)}%</Meter>}
         </div>
       )}
     </li>
