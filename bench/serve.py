@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from aios_lab.procs import free_port  # noqa: E402
 
 FLOOR_APP = textwrap.dedent("""
     import sys, uvicorn
@@ -42,12 +43,6 @@ FLOOR_APP = textwrap.dedent("""
     app = Starlette(routes=[Route("/infer", infer, methods=["POST"]), Route("/v2/health/ready", live)])
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
 """)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from aios_lab.compress import store
 from aios_lab.compress.qmodel import QForward, device_bytes
-from aios_lab.compress.quant import (QTensor, compress_params, compress_tensor, dequantize_params, pack_int4,
-                                     parse_method, unpack_int4)
+from aios_lab.compress.quant import (QTensor, compress_params, compress_tensor, dequantize_params, leaf_paths,
+                                     pack_int4, parse_method, unpack_int4)
 from aios_lab.errors import AiosError
 
 RNG = np.random.default_rng(0)
@@ -168,7 +168,7 @@ def test_tree_compression_keeps_biases_float_and_names_what_it_cannot_compress()
     params["params"]["Dense_1"]["kernel"][0, 0] = np.nan
     params["params"]["extra"] = {"table": np.arange(12, dtype=np.int32).reshape(3, 4)}
     q, info = compress_params(params, "int8")
-    flat = dict(__import__("aios_lab.compress.quant", fromlist=["leaf_paths"]).leaf_paths(q))
+    flat = dict(leaf_paths(q))
     assert isinstance(flat["params/Conv_0/kernel"], QTensor) and isinstance(flat["params/Dense_0/kernel"], QTensor)
     for path, leaf in flat.items():
         if path.endswith("bias"):

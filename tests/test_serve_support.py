@@ -7,17 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from aios_lab.procs import free_port
 
 
 def publish_tiny(name: str = "tiny", seed: int = 0, alias: str | None = "production", width: int = 16,

@@ -229,7 +229,7 @@ def test_endpoints_show_readiness_and_request_rate(server, home):
     """A real serving endpoint (no models): ready, and its request rate from its Prometheus metrics."""
     import requests as rq
 
-    from _jupyter_server import free_port
+    from aios_lab.procs import free_port
 
     ep = aios.serve(port=free_port())
     try:

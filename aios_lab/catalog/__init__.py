@@ -1,4 +1,4 @@
 """The catalog: datasets, jobs, metrics, models, endpoints, tokens and the audit log in one SQLite file."""
-from .db import Catalog, catalog, next_version
+from .db import Catalog, catalog, next_version, user
 
-__all__ = ["Catalog", "catalog", "next_version"]
+__all__ = ["Catalog", "catalog", "next_version", "user"]

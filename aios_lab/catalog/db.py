@@ -65,7 +65,7 @@ class Catalog:
         """Append who did what to the audit log."""
         with self.tx() as db:
             db.execute("INSERT INTO audit (time, user, action, object, details) VALUES (?,?,?,?,?)",
-                       (time.time(), _user(), action, obj, json.dumps(details, sort_keys=True)))
+                       (time.time(), user(), action, obj, json.dumps(details, sort_keys=True)))
 
     def _migrate(self) -> None:
         db = self.connect()
@@ -96,7 +96,8 @@ def next_version(db: sqlite3.Connection, table: str, name: str) -> int:
     return int(db.execute(f"SELECT COALESCE(MAX(version), 0) + 1 FROM {table} WHERE name=?", (name,)).fetchone()[0])
 
 
-def _user() -> str:
+def user() -> str:
+    """The OS user acting (for the audit log and the registry's created_by)."""
     try:
         import getpass
 

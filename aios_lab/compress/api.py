@@ -71,11 +71,11 @@ def dataset_of(tc: dict[str, Any]) -> Any:
     return get(tc["dataset"], tc["dataset_version"])
 
 
-def eval_data(tc: dict[str, Any], eval: str | None) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
-    """Rows to evaluate on: a split of the job's dataset (default val, then test), ``DATASET`` or ``DATASET:SPLIT``."""
+def eval_data(ds: Any, task: str, eval: str | None) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+    """Rows to evaluate on: a split of the job's dataset ``ds`` (default val, then test), ``DATASET`` or
+    ``DATASET:SPLIT``."""
     if eval in ("none", "-", False):
         return None, None, None
-    ds = dataset_of(tc)
     split = None
     if eval is None:
         split = next((s for s in ("val", "test", "train") if s in ds.splits), None)
@@ -95,27 +95,12 @@ def eval_data(tc: dict[str, Any], eval: str | None) -> tuple[np.ndarray | None, 
     if split is None:
         raise AiosError(f"--eval {eval}: dataset {ds.name!r} has no split of that name; it has {', '.join(ds.splits)}")
     x, y = ds.load(split)
-    cap = MAX_EVAL_ROWS if tc.get("task") != "lm" else MAX_EVAL_ROWS // 10
+    cap = MAX_EVAL_ROWS if task != "lm" else MAX_EVAL_ROWS // 10
     x, y = x[:cap], y[:cap]
     return x, y, f"{ds.name}@{ds.version}:{split} ({len(x)} rows)"
 
 
-def build_model(tc: dict[str, Any], input_shape: tuple) -> Any:
-    from ..train.models import build
-
-    return build(tc["spec"], tc["task"], int(tc["n_outputs"]), tuple(input_shape))
-
-
 # -- variants ---------------------------------------------------------------------------------------
-def variants_dir(job_name: str) -> Path:
-    return config.named("jobs", job_name, "variants")
-
-
-def variant_row(job_name: str, variant: str) -> dict[str, Any] | None:
-    r = catalog().one("SELECT * FROM variants WHERE job=? AND variant=?", (job_name, variant))
-    return dict(r) if r else None
-
-
 def variants(job: Any = None) -> list[dict[str, Any]]:
     """Variants recorded in the catalog (of one job, or all), with their reports parsed."""
     q, args = "SELECT * FROM variants", ()
@@ -135,9 +120,9 @@ def find_variant(job_name: str, variant: str) -> dict[str, Any]:
     except AiosError:
         pass
     for name in names:
-        r = variant_row(job_name, name)
+        r = catalog().one("SELECT * FROM variants WHERE job=? AND variant=?", (job_name, name))
         if r:
-            return r
+            return dict(r)
     have = [r["variant"] for r in variants(job_name)]
     raise AiosError(f"job {job_name!r} has no variant {variant!r}"
                     + (f"; it has {', '.join(have)}" if have else f"; make one with %aios compress {job_name} --method ..."))
@@ -150,7 +135,7 @@ def load_variant(job_name: str, variant: str) -> tuple[Any, dict[str, Any]]:
 
 
 def _write_variant(job_name: str, variant: str, qparams: Any, report: Report) -> Path:
-    root = variants_dir(job_name)
+    root = config.named("jobs", job_name, "variants")
     root.mkdir(parents=True, exist_ok=True)
     final = root / variant
     tmp = root / f".tmp-{variant}-{uuid.uuid4().hex[:8]}"
@@ -186,14 +171,16 @@ def compress(job: Any, method: str, eval: str | None = None, checkpoint: str | i
     >>> rep = aios.compress("digits-mlp", "int8")          # evaluated on the dataset's val split
     >>> rep.ratio, rep.delta, rep.path
     """
+    from ..train.models import build
+
     m = parse_method(method)  # bad methods fail before anything is read or written
     j = get_job(job)
     check_name(j.name, "job")
     tc = train_config(j)
     step = resolve_checkpoint(j, checkpoint)
     ds = dataset_of(tc)
-    x, y, label = eval_data(tc, eval)
-    model = build_model(tc, ds.feature_shape)
+    x, y, label = eval_data(ds, tc["task"], eval)
+    model = build(tc["spec"], tc["task"], int(tc["n_outputs"]), tuple(ds.feature_shape))
     params = j.params(step)
     qparams, info = compress_params(params, m)
     report = evaluate(model.apply, params, qparams, info, tc["task"], x, y, batch=batch, eval_name=label)

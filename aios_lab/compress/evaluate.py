@@ -10,6 +10,7 @@ import numpy as np
 
 from ..render import Table, nbytes as fmt_bytes
 from .qmodel import QForward
+from .quant import parse_method
 
 
 def metric_name(task: str) -> str:
@@ -21,11 +22,6 @@ def score(task: str, out: np.ndarray, y: np.ndarray) -> float:
     if task in ("classification", "lm"):
         return float(np.mean(np.argmax(out, axis=-1) == np.asarray(y).reshape(out.shape[:-1])))
     return float(np.mean((out.reshape(len(out), -1) - np.asarray(y, np.float64).reshape(len(out), -1)) ** 2))
-
-
-def time_forward(fwd: QForward, xb: np.ndarray, repeats: int = 30, min_time: float = 0.2) -> float:
-    """Median seconds of one jitted forward on the batch ``xb`` (after a warm-up call)."""
-    return time_pair([fwd], xb, repeats, min_time)[0]
 
 
 def time_pair(fwds: list[QForward], xb: np.ndarray, repeats: int = 30, min_time: float = 0.2) -> list[float]:
@@ -95,11 +91,6 @@ class Report:
         d.update(ratio=self.ratio, weight_ratio=self.weight_ratio, delta=self.delta, speed=self.speed)
         return d
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Report":
-        names = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in names})
-
     def table(self) -> Table:
         pts = self.metric in ("accuracy", "token_accuracy")
         delta = self.delta
@@ -131,9 +122,6 @@ class Report:
     def _repr_html_(self) -> str:
         return self.table()._repr_html_()
 
-    def cli_text(self) -> str:
-        return str(self)
-
 
 def evaluate(apply: Callable[[Any, Any], Any], params: Any, qparams: Any, info: dict[str, Any], task: str,
              x: np.ndarray | None = None, y: np.ndarray | None = None, *, batch: int = 256,
@@ -143,8 +131,6 @@ def evaluate(apply: Callable[[Any, Any], Any], params: Any, qparams: Any, info: 
     Without data only the sizes are reported. Forward time is the median over ``repeats`` jitted calls on
     one batch of ``batch`` rows (the variant dequantises inside its jit, as it would when served).
     """
-    from .quant import parse_method
-
     m = parse_method(info["method"])
     rep = Report(method=m.name, variant=m.variant, task=task, metric=metric_name(task),
                  bytes_before=info["bytes_before"], bytes_after=info["bytes_after"],
@@ -172,4 +158,4 @@ def evaluate(apply: Callable[[Any, Any], Any], params: Any, qparams: Any, info: 
     return rep
 
 
-__all__ = ["Report", "evaluate", "score", "metric_name", "time_forward", "time_pair"]
+__all__ = ["Report", "evaluate", "score", "metric_name", "time_pair"]

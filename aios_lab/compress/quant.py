@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -275,19 +275,12 @@ def compress_tensor(w: np.ndarray, method: Method) -> QTensor:
 def leaf_paths(tree: Any) -> list[tuple[str, Any]]:
     """``[("params/Dense_0/kernel", leaf), ...]`` with QTensors as leaves."""
     flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_q)
-    return [("/".join(_key(k) for k in path), leaf) for path, leaf in flat]
+    return [(_path(path), leaf) for path, leaf in flat]
 
 
-def _key(k: Any) -> str:
-    for attr in ("key", "idx", "name"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
-
-
-def nbytes(tree: Any) -> int:
-    """Bytes of every array in ``tree``, compressed tensors counted as stored."""
-    return int(sum(v.nbytes if is_q(v) else np.asarray(v).nbytes for _, v in leaf_paths(tree)))
+def _path(keys: Any) -> str:
+    """A key path as ``params/Dense_0/kernel``."""
+    return "/".join(next((str(getattr(k, a)) for a in ("key", "idx", "name") if hasattr(k, a)), str(k)) for k in keys)
 
 
 def compress_params(params: Any, method: "str | Method") -> tuple[Any, dict[str, Any]]:
@@ -321,9 +314,8 @@ def compress_params(params: Any, method: "str | Method") -> tuple[Any, dict[str,
         info["bytes_after"] += out.nbytes if is_q(out) else a.nbytes
         return out
 
-    paths = [p for p, _ in leaf_paths(params)]
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    tree = jax.tree_util.tree_unflatten(treedef, [one(p, l) for p, l in zip(paths, leaves)])
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_q)
+    tree = jax.tree_util.tree_unflatten(treedef, [one(_path(path), leaf) for path, leaf in flat])
     info["ratio"] = info["bytes_before"] / max(1, info["bytes_after"])
     info["weight_ratio"] = info["weight_bytes_before"] / max(1, info["weight_bytes_after"])
     return tree, info
@@ -334,11 +326,6 @@ def dequantize_params(tree: Any, xp: Any = jnp) -> Any:
     return jax.tree_util.tree_map(lambda v: v.dequantize(xp) if is_q(v) else v, tree, is_leaf=is_q)
 
 
-def map_arrays(fn: Callable[[Any], Any], tree: Any) -> Any:
-    """Apply ``fn`` to every array, QTensor parts included (e.g. ``jax.device_put``)."""
-    return jax.tree_util.tree_map(fn, tree)
-
-
 __all__ = ["Method", "QTensor", "parse_method", "compress_params", "compress_tensor",
            "dequantize_params", "quantize_int8", "quantize_int4", "cast_bf16", "prune_mask", "pack_int4",
-           "unpack_int4", "nbytes", "leaf_paths", "is_q", "METHOD_HELP"]
+           "unpack_int4", "leaf_paths", "is_q", "METHOD_HELP"]

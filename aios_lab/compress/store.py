@@ -9,6 +9,7 @@ A compressed tensor ``P`` is stored as ``P::q``, ``P::scale`` and ``P::mask``.
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -129,15 +130,18 @@ def tensors_to_tree(tensors: dict[str, np.ndarray], layout: dict[str, Any]) -> A
         raise AiosError(f"parameter file lacks tensor {exc}; it does not match its layout") from None
 
 
+def tree_to_bytes(tree: Any, extra: dict[str, str] | None = None) -> bytes:
+    """``tree`` as safetensors bytes, its layout (and ``extra``) in the header's metadata."""
+    tensors, layout = tree_to_tensors(tree)
+    return encode(tensors, {"aios": json.dumps(layout, separators=(",", ":")), **(extra or {})})
+
+
 def save_tree(path: str | Path, tree: Any, extra: dict[str, str] | None = None) -> int:
     """Write ``tree`` to ``path`` (safetensors); returns the bytes written."""
-    tensors, layout = tree_to_tensors(tree)
-    blob = encode(tensors, {"aios": json.dumps(layout, separators=(",", ":")), **(extra or {})})
+    blob = tree_to_bytes(tree, extra)
     with open(path, "wb") as f:
         f.write(blob)
         f.flush()
-        import os
-
         os.fsync(f.fileno())
     return len(blob)
 
@@ -158,4 +162,5 @@ def load_tree(path: str | Path) -> Any:
     return tree_from_bytes(Path(path).read_bytes(), f"parameters {path}")
 
 
-__all__ = ["encode", "decode", "save_tree", "load_tree", "tree_from_bytes", "tree_to_tensors", "tensors_to_tree"]
+__all__ = ["encode", "decode", "tree_to_bytes", "save_tree", "load_tree",
+           "tree_from_bytes", "tree_to_tensors", "tensors_to_tree"]

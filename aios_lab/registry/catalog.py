@@ -94,6 +94,11 @@ def check_alias(alias: str) -> str:
     return alias
 
 
+def model_names() -> list[str]:
+    """Every registered model's name, sorted (no version rows are parsed)."""
+    return [r[0] for r in catalog().query("SELECT DISTINCT name FROM models ORDER BY name")]
+
+
 def versions(model: str) -> list[int]:
     return [int(r[0]) for r in catalog().query("SELECT version FROM models WHERE name=? ORDER BY version", (model,))]
 
@@ -164,8 +169,8 @@ def set_alias(model: str, alias: str, version: int | str | None) -> ModelVersion
 
 def delete(model: str, version: int | str, force: bool = False) -> None:
     """Remove one version (its row, then its files). Refused while an alias points at it, unless ``force``."""
-    v = resolve(model, version)
-    mv = get(model, v)
+    mv = get(model, version)
+    v = mv.version
     if mv.aliases and not force:
         raise AiosError(f"{mv.ref} is aliased as {', '.join(mv.aliases)}; move the alias first "
                         f"(set_alias) or delete with force=True")
@@ -230,5 +235,5 @@ def _short(v: Any) -> str:
     return s[:19] if re.fullmatch(r"[0-9a-f]{64}", s) else s
 
 
-__all__ = ["ModelVersion", "list_models", "set_alias", "delete", "get", "resolve", "versions", "models_table",
-           "audit_rows", "audit_table"]
+__all__ = ["ModelVersion", "list_models", "model_names", "set_alias", "delete", "get", "resolve", "versions",
+           "models_table", "audit_rows", "audit_table"]

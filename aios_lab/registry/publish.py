@@ -27,10 +27,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
-from ..catalog import catalog
+from ..catalog import catalog, next_version, user
 from ..errors import AiosError
 from ..names import check_name
 from .catalog import ModelVersion, check_alias, get, models_dir
@@ -95,6 +94,8 @@ def _clean_metrics(metrics: dict[str, Any] | None) -> dict[str, Any]:
 
 def signature_for(model: Any, params: Any, task: str, input_shape: tuple, input_dtype: Any) -> dict[str, Any]:
     """The V2 signature from an abstract forward pass (nothing is computed), batch axis -1."""
+    import jax
+
     from ..compress.qmodel import dequantizing
 
     x = jax.ShapeDtypeStruct((2, *input_shape), np.dtype(input_dtype))
@@ -152,11 +153,10 @@ def publish_params(model: str, spec: dict[str, Any], params: Any, *, task: str, 
                   "input_dtype": input_dtype.name, "n_outputs": n_outputs, "method": method}
     lineage = {"method": method, "code_hash": code_hash(spec), **(lineage or {})}
     lineage.setdefault("aios_lab", _version())
+    metrics = _clean_metrics(metrics)
     blobs = {"model.json": _json(definition, "the model spec"), "signature.json": _json(signature, "signature"),
-             "metrics.json": _json(_clean_metrics(metrics), "metrics"), "lineage.json": _json(lineage, "lineage")}
-    tensors, layout = store.tree_to_tensors(params)
-    blobs["params.safetensors"] = store.encode(tensors, {"aios": json.dumps(layout, separators=(",", ":")),
-                                                         "format": "np"})
+             "metrics.json": _json(metrics, "metrics"), "lineage.json": _json(lineage, "lineage"),
+             "params.safetensors": store.tree_to_bytes(params, {"format": "np"})}
     manifest = {"algorithm": "sha256", "model": model,
                 "files": {n: {"sha256": sha256_bytes(b), "bytes": len(b)} for n, b in sorted(blobs.items())}}
     blobs["manifest.json"] = _json(manifest, "manifest")
@@ -177,16 +177,15 @@ def publish_params(model: str, spec: dict[str, Any], params: Any, *, task: str, 
             os.chmod(tmp / name, 0o444)
         cat = catalog()
         with cat.tx() as db:
-            have = db.execute("SELECT COALESCE(MAX(version), 0) FROM models WHERE name=?", (model,)).fetchone()[0]
             on_disk = [int(p.name[1:]) for p in root.iterdir() if re.fullmatch(r"v\d+", p.name)]
-            version = max([int(have), *on_disk]) + 1
+            version = max(next_version(db, "models", model), max(on_disk, default=0) + 1)
             final = root / f"v{version}"
             os.rename(tmp, final)
             db.execute("INSERT INTO models (name, version, path, manifest_sha256, nbytes, signature, metrics, lineage, "
                        "created_by, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
                        (model, version, str(final), manifest_sha, total, json.dumps(signature),
-                        json.dumps(_clean_metrics(metrics), default=_plain), json.dumps(lineage, default=_plain),
-                        _user(), time.time()))
+                        json.dumps(metrics, default=_plain), json.dumps(lineage, default=_plain),
+                        user(), time.time()))
             if alias is not None:
                 old = db.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, alias)).fetchone()
                 db.execute("INSERT OR REPLACE INTO aliases (model, alias, version, updated) VALUES (?,?,?,?)",
@@ -235,15 +234,12 @@ def publish(job: Any, variant: str | None = None, checkpoint: str | int | None =
     else:
         step = capi.resolve_checkpoint(j, checkpoint)
         params, method = j.params(step), None
-    if variant is None:
         metrics = _job_metrics(j, step)
     ds = capi.dataset_of(tc)
     lineage = {"dataset": ds.name, "dataset_version": ds.version, "dataset_hash": getattr(ds, "hash", None),
                "job": j.name, "checkpoint_step": step, "method": method, "variant": row["variant"] if variant else None}
-    input_dtype = np.int32 if tc["task"] == "lm" else np.float32
     return publish_params(name, tc["spec"], params, task=tc["task"], input_shape=tuple(ds.feature_shape),
-                          n_outputs=int(tc["n_outputs"]), metrics=metrics, lineage=lineage, alias=alias,
-                          method=method, input_dtype=input_dtype)
+                          n_outputs=tc["n_outputs"], metrics=metrics, lineage=lineage, alias=alias, method=method)
 
 
 def _job_metrics(job: Any, step: int) -> dict[str, Any]:
@@ -274,15 +270,6 @@ def _version() -> str:
     from .. import __version__
 
     return __version__
-
-
-def _user() -> str:
-    try:
-        import getpass
-
-        return getpass.getuser()
-    except Exception:
-        return str(os.getuid())
 
 
 __all__ = ["publish", "publish_params", "code_hash", "signature_for", "FORMAT", "FILES"]

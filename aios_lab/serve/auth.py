@@ -29,11 +29,12 @@ def create_token(role: str = "infer", label: str | None = None) -> str:
     if role not in ROLES:
         raise AiosError(f"unknown role {role!r}: use infer or admin")
     token = PREFIX + secrets.token_urlsafe(32)
+    digest = _hash(token)
     cat = catalog()
     with cat.tx() as db:
         db.execute("INSERT INTO tokens (hash, role, label, created) VALUES (?,?,?,?)",
-                   (_hash(token), role, label, time.time()))
-    cat.audit("token.create", role, label=label, hash_prefix=_hash(token)[:12])
+                   (digest, role, label, time.time()))
+    cat.audit("token.create", role, label=label, hash_prefix=digest[:12])
     return token
 
 

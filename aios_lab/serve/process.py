@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import config
-from ..procs import alive
 from ..catalog import catalog
 from ..errors import AiosError
+from ..procs import alive
+from .auth import default_token, token_path
 
 log = logging.getLogger("aios_lab.serve")
 
@@ -41,7 +42,7 @@ class Endpoint:
 
     @property
     def token_file(self) -> Path:
-        return config.area("serve") / "token"
+        return token_path()
 
     @property
     def log_file(self) -> Path:
@@ -110,8 +111,6 @@ def serve(port: int = 8500, host: str = "127.0.0.1", detach: bool = True, *, mod
     for ep in endpoints():
         if ep.url == url and ep.state == "running" and _health(url):
             return ep
-    from .auth import default_token
-
     default_token()  # create the token file before the first client needs it
     argv = ["--port", str(port), "--host", host, "--max-batch-size", str(max_batch_size),
             "--max-queue-delay-ms", str(max_queue_delay_ms), "--max-body-mb", str(max_body_mb)]
@@ -230,8 +229,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_jax()
     import uvicorn
-
-    from .auth import default_token
 
     default_token()
     url = _url(a.host, a.port)

@@ -42,8 +42,8 @@ class ModelSource:
         return registry
 
     def names(self) -> list[str]:
-        """Every model name the registry holds."""
-        return sorted({m.name for m in self._registry().list_models()})
+        """Every model name the registry holds (the app polls this every second)."""
+        return self._registry().model_names()
 
     def aliases(self, name: str) -> dict[str, int]:
         """alias -> version for ``name``."""

@@ -7,16 +7,6 @@ from . import verb
 from ..errors import AiosError
 
 
-
-def _checkpoint(value: str | None) -> str | int | None:
-    if value is None or value in ("best", "latest"):
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise AiosError(f"--checkpoint {value!r}: use best, latest or a step number") from None
-
-
 @magic_arguments()
 @argument("job", help="a job with at least one checkpoint")
 @argument("--method", required=True,
@@ -29,7 +19,7 @@ def compress(args, ctx):
     """Compress a job's checkpoint (quantise/prune), compare it with the original and keep it as a variant."""
     from ..compress import compress as run
 
-    return run(args.job, args.method, eval=args.eval, checkpoint=_checkpoint(args.checkpoint), batch=args.batch)
+    return run(args.job, args.method, eval=args.eval, checkpoint=args.checkpoint, batch=args.batch)
 
 
 @magic_arguments()
@@ -42,7 +32,7 @@ def publish(args, ctx):
     """Publish a job's checkpoint or compressed variant as an immutable, verified model version."""
     from ..registry import publish as run
 
-    return run(args.job, variant=args.variant, checkpoint=_checkpoint(args.checkpoint), as_=args.as_,
+    return run(args.job, variant=args.variant, checkpoint=args.checkpoint, as_=args.as_,
                alias=args.alias)
 
 

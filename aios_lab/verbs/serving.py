@@ -4,16 +4,7 @@ from __future__ import annotations
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from . import verb
-from ..render import Table, age
-
-
-class Served(str):
-    """The text ``serve`` prints (shown as text in a notebook, not as a quoted string)."""
-
-    endpoint = None
-
-    def _repr_pretty_(self, p, cycle):
-        p.text(str(self))
+from ..render import Table, Text, age
 
 
 @magic_arguments()
@@ -32,14 +23,12 @@ def serve(args, ctx):
              max_batch_size=args.max_batch_size, max_queue_delay_ms=args.max_queue_delay_ms,
              batching=not args.no_batching)
     models = ", ".join(sorted(ep.models)) or "none yet (publish one, then POST /v2/repository/models/NAME/load)"
-    text = Served(
+    return Text(
         f"serving on {ep.url} (pid {ep.pid}): {models}\n"
         f"admin token: the file {ep.token_file} (mode 0600)\n"
         f"a token for clients: aios token create --role infer\n"
         f"call it: curl -H \"Authorization: Bearer $(cat {ep.token_file})\" {ep.url}/v2/models/MODEL"
     )
-    text.endpoint = ep
-    return text
 
 
 @magic_arguments()
@@ -53,13 +42,6 @@ def endpoints(args, ctx):
                  empty="no endpoints: start one with %aios serve")
 
 
-class Token(str):
-    """A new token: the CLI prints it alone on stdout."""
-
-    def _repr_pretty_(self, p, cycle):
-        p.text(str(self))
-
-
 @magic_arguments()
 @argument("--role", choices=["infer", "admin"], default="infer",
           help="infer: metadata and inference; admin: also load/unload models (default infer)")
@@ -68,7 +50,7 @@ def token_create(args, ctx):
     """Create a bearer token for the endpoint and print it (only its hash is stored)."""
     from ..serve import create_token
 
-    return Token(create_token(args.role, label=args.label))
+    return Text(create_token(args.role, label=args.label))
 
 
 verb("serve")(serve)
