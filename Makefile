@@ -6,13 +6,13 @@ STAMP  := $(VENV)/.aios-installed
 # Keep the tests' JAX on 8 forced host devices; conftest sets it too.
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
-.PHONY: lab test venv browser bench demo soak clean
+.PHONY: lab test lint venv browser bench demo soak clean
 
 venv: $(STAMP)
 
 # Reinstall when the Python metadata or the TypeScript extension changes (pip builds the labextension).
 LABEXT_SRC := $(wildcard labextension/src/* labextension/style/* labextension/test/*) labextension/package.json labextension/yarn.lock
-$(STAMP): pyproject.toml $(LABEXT_SRC)
+$(STAMP): pyproject.toml $(LABEXT_SRC) $(wildcard jupyter-config/server-config/*)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[test]"
@@ -25,7 +25,12 @@ browser:
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
-test: $(STAMP) browser
+# Lint and format check (ruff; configuration in pyproject.toml); the TypeScript build is strict itself.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(STAMP) browser lint
 	$(BIN)/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider
 
 # The quickstart, headless, in a scratch AIOS_HOME unless one is set; ends with a summary table.

@@ -6,6 +6,7 @@
 
 The public names load lazily so that ``import aios_lab`` (and ``%load_ext aios_lab``) stays fast.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -50,7 +51,7 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "aios_lab.server"}]
+    return [{"module": "aios_lab.jupyter_ext"}]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,5 @@
 """The ``aios`` command: the same verbs as ``%aios``, printed as text."""
+
 from __future__ import annotations
 
 import sys

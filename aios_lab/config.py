@@ -1,18 +1,39 @@
 """Where aios_lab keeps its state: AIOS_HOME and the paths derived from it."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import IO
 
 from .errors import AiosError
 from .names import check_name
 
+PRIVATE_DIR = 0o700  # AIOS_HOME holds job configs, model source and data: its owner's only
+PRIVATE_FILE = 0o600
+
 
 def home() -> Path:
-    """AIOS_HOME (default ``~/.aios``), created on first use; read at call time so tests can move it."""
+    """AIOS_HOME (default ``~/.aios``), created 0700 on first use; read at call time so tests can move it.
+
+    A folder that exists already keeps the permissions its owner gave it.
+    """
     path = Path(os.environ.get("AIOS_HOME") or Path.home() / ".aios").expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, PRIVATE_DIR)
     return path
+
+
+def open_private(path: str | Path, mode: str = "ab", **kwargs) -> IO:
+    """Open ``path`` for writing, creating it 0600 (logs, tokens, the catalog: nobody else's business)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
+    return os.fdopen(os.open(path, flags, PRIVATE_FILE), mode, **kwargs)
+
+
+def private_umask() -> None:
+    """Make every file this process creates private to its user (called by aios's own detached processes)."""
+    os.umask(0o077)
 
 
 def area(*parts: str) -> Path:

@@ -4,6 +4,7 @@ Declares ``sklearn:digits``, trains the built-in mlp on every device as a backgr
 it to int8, publishes it, serves it on 127.0.0.1 and times 100 calls over HTTP. Without AIOS_HOME
 in the environment it works in a scratch AIOS_HOME (a new temporary folder) and leaves ~/.aios alone.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,14 @@ def _home(scratch: bool):
             os.environ["AIOS_HOME"] = before
 
 
-def run_demo(steps: int = 300, devices: str | int = "all", port: int | None = None, calls: int = 100,
-             scratch: bool = False, keep_serving: bool = False) -> Table:
+def run_demo(
+    steps: int = 300,
+    devices: str | int = "all",
+    port: int | None = None,
+    calls: int = 100,
+    scratch: bool = False,
+    keep_serving: bool = False,
+) -> Table:
     """Run the quickstart headless (in a scratch AIOS_HOME unless one is set) and return its summary table."""
     devices = str(devices)
     if steps < 1 or calls < 1:
@@ -50,8 +57,7 @@ def run_demo(steps: int = 300, devices: str | int = "all", port: int | None = No
         return _run(steps, devices, port, calls, keep_serving, home, scratch)
 
 
-def _run(steps: int, devices: str, port: int | None, calls: int, keep_serving: bool, home: str,
-         scratch: bool) -> Table:
+def _run(steps: int, devices: str, port: int | None, calls: int, keep_serving: bool, home: str, scratch: bool) -> Table:
     import numpy as np
     import requests
 
@@ -66,8 +72,7 @@ def _run(steps: int, devices: str, port: int | None, calls: int, keep_serving: b
     n = len(inv["devices"]) if devices == "all" else int(devices)
     batch = max(n, 128 // n * n)
     name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    job = aios.train(name, dataset="digits", model="mlp", devices=devices, steps=steps, batch=batch,
-                     lr=3e-3)
+    job = aios.train(name, dataset="digits", model="mlp", devices=devices, steps=steps, batch=batch, lr=3e-3)
     _say(f"job {name}: {steps} steps of the mlp on {n} {inv['kind']} device(s), batch {batch} ...")
     state = job.wait(timeout=1800)
     if state != "succeeded":
@@ -87,8 +92,16 @@ def _run(steps: int, devices: str, port: int | None, calls: int, keep_serving: b
 
     token = create_token("infer", label="aios demo")
     x, y = ds.load("test")
-    one = {"inputs": [{"name": "input", "shape": [1, *x.shape[1:]], "datatype": "FP32",
-                       "data": np.asarray(x[:1], np.float32).ravel().tolist()}]}
+    one = {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": [1, *x.shape[1:]],
+                "datatype": "FP32",
+                "data": np.asarray(x[:1], np.float32).ravel().tolist(),
+            }
+        ]
+    }
     url = f"{ep.url}/v2/models/demo-digits/infer"
     times = []
     try:
@@ -109,8 +122,7 @@ def _run(steps: int, devices: str, port: int | None, calls: int, keep_serving: b
 
     endpoint = ep.url + (" (still serving)" if keep_serving else " (stopped)" if stopped else " (stopping)")
     rows = [
-        ("dataset", f"{ds.name}:v{ds.version} sklearn:digits, "
-                    + ", ".join(f"{k} {v}" for k, v in ds.splits.items())),
+        ("dataset", f"{ds.name}:v{ds.version} sklearn:digits, " + ", ".join(f"{k} {v}" for k, v in ds.splits.items())),
         ("devices", f"{n} {inv['kind']}"),
         ("steps/s", f"{steps_per_s:.1f} (batch {batch}, {steps} steps)"),
         ("test accuracy", f"{test['accuracy']:.4f} ({test['rows']} rows)"),

@@ -1,4 +1,5 @@
 """``%aios`` / ``%%aios``: parse the line, call the verb, hand back what it returns to display."""
+
 from __future__ import annotations
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class

@@ -1,4 +1,5 @@
 """Names of datasets, jobs and models: ``^[a-z0-9][a-z0-9._-]{0,63}$``."""
+
 from __future__ import annotations
 
 import re

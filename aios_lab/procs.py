@@ -1,4 +1,5 @@
 """Processes and ports: is a process still there (jobs, dataset writers, endpoints), which port is free."""
+
 from __future__ import annotations
 
 import socket

@@ -1,10 +1,12 @@
 """Tables that render as HTML in a notebook and as aligned text in a terminal."""
+
 from __future__ import annotations
 
 import html
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 
 class Text(str):

@@ -3,6 +3,7 @@
 It reads the catalog on a background thread, so the cell that shows it returns at once and the
 kernel stays free; it stops polling when the job ends or the widget is closed.
 """
+
 from __future__ import annotations
 
 import html
@@ -13,8 +14,14 @@ import ipywidgets as widgets
 from .charts import curves_svg
 from .render import nbytes
 
-STATE_COLORS = {"queued": "#888", "running": "#1f77b4", "succeeded": "#2ca02c", "failed": "#d62728",
-                "cancelled": "#ff7f0e", "interrupted": "#9467bd"}
+STATE_COLORS = {
+    "queued": "#888",
+    "running": "#1f77b4",
+    "succeeded": "#2ca02c",
+    "failed": "#d62728",
+    "cancelled": "#ff7f0e",
+    "interrupted": "#9467bd",
+}
 
 
 def _eta(seconds: float | None) -> str:
@@ -30,12 +37,14 @@ class JobWidget(widgets.VBox):
     def __init__(self, job, interval: float = 1.0):
         self.job, self.interval = job, interval
         self.header = widgets.HTML()
-        self.progress = widgets.IntProgress(min=0, max=max(1, job.steps), description="step",
-                                            layout=widgets.Layout(width="60%"))
+        self.progress = widgets.IntProgress(
+            min=0, max=max(1, job.steps), description="step", layout=widgets.Layout(width="60%")
+        )
         self.status = widgets.Label()
         self.chart = widgets.HTML()
-        self.cancel_button = widgets.Button(description="Cancel", icon="stop", button_style="warning",
-                                            tooltip="checkpoint, then stop")
+        self.cancel_button = widgets.Button(
+            description="Cancel", icon="stop", button_style="warning", tooltip="checkpoint, then stop"
+        )
         self.cancel_button.on_click(lambda _b: self.job.cancel())
         super().__init__([self.header, widgets.HBox([self.progress, self.status, self.cancel_button]), self.chart])
         self._rows: list[dict] = []
@@ -47,7 +56,8 @@ class JobWidget(widgets.VBox):
     @property
     def finished(self) -> bool:
         return self._state in ("succeeded", "failed", "cancelled") or (
-            self._state == "interrupted" and not self.job._will_resume())
+            self._state == "interrupted" and not self.job._will_resume()
+        )
 
     def update(self) -> None:
         self.job.refresh()  # notice a worker that died, so the view does not stay "running"
@@ -62,9 +72,11 @@ class JobWidget(widgets.VBox):
         err = f" — {html.escape(info['error'])}" if info.get("error") else ""
         state_bytes = info.get("state_bytes_per_device")
         per_device = f", {nbytes(state_bytes)} of state each" if state_bytes else ""
-        self.header.value = (f"<b>{html.escape(info['name'])}</b> <span style='color:{color}'>{info['state']}</span>"
-                             f" · {html.escape(str(info['model']))} on {html.escape(str(info['dataset']))}"
-                             f" · {info['n_devices']} {info['device_kind']} device(s){per_device}{err}")
+        self.header.value = (
+            f"<b>{html.escape(info['name'])}</b> <span style='color:{color}'>{info['state']}</span>"
+            f" · {html.escape(str(info['model']))} on {html.escape(str(info['dataset']))}"
+            f" · {info['n_devices']} {info['device_kind']} device(s){per_device}{err}"
+        )
         self.progress.max, self.progress.value = max(1, info["steps"]), min(info["step"], info["steps"])
         bits = [f"{info['step']}/{info['steps']}"]
         if info.get("loss") is not None:

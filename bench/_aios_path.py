@@ -3,6 +3,7 @@
 ``aios_lab/__init__`` wires up the notebook magics (IPython); a bare accelerator host may lack it. The
 training core needs none of that, so fall back to importing the package's modules without its __init__.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -10,6 +10,7 @@ the change in points, the largest logit change, and the variant's jitted forward
 dequantised inside the jit) relative to fp32, all measured in this one run.
 Targets: int8 >= 3.9x smaller weights with <= 0.5 pt accuracy drop; int4 >= 7x with <= 2 pts.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,10 +18,10 @@ import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import argparse  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import shutil
+import tempfile
+import time
 
 METHODS = ["int8", "int4", "int4:128", "bf16", "prune:0.5", "prune:0.5+int8", "prune:0.5+int4"]
 TARGETS = {"int8": (3.9, 0.5), "int4": (7.0, 2.0), "int4:128": (7.0, 2.0)}  # weight ratio >=, drop (pts) <=
@@ -42,8 +43,17 @@ def main() -> int:
     aios.dataset("digits", "sklearn:digits", split="train=0.6,val=0.1,test=0.3", seed=0)
     jobs = {}
     for name in args.models.split(","):
-        jobs[name] = aios.train(f"digits-{name}", dataset="digits", model=name, devices=1, batch=64,
-                                steps=args.steps, lr=3e-3, checkpoint_every=args.steps, eval_every=args.steps)
+        jobs[name] = aios.train(
+            f"digits-{name}",
+            dataset="digits",
+            model=name,
+            devices=1,
+            batch=64,
+            steps=args.steps,
+            lr=3e-3,
+            checkpoint_every=args.steps,
+            eval_every=args.steps,
+        )
     for name, job in jobs.items():
         state = job.wait(timeout=1800)
         if state != "succeeded":
@@ -63,17 +73,48 @@ def main() -> int:
                 verdict = "pass" if ok else "FAIL"
                 if not ok:
                     failures.append(f"{name} {method}")
-            rows.append([name, method, f"{rep.weight_ratio:.2f}x", f"{rep.ratio:.2f}x", f"{100 * rep.metric_before:.2f}",
-                         f"{100 * rep.metric_after:.2f}", f"{-drop:+.2f}", f"{rep.max_abs_logit_diff:.3g}",
-                         f"{1e3 * rep.forward_s_before:.3f}", f"{1e3 * rep.forward_s_after:.3f}",
-                         f"{rep.speed:.2f}x", verdict])
+            rows.append(
+                [
+                    name,
+                    method,
+                    f"{rep.weight_ratio:.2f}x",
+                    f"{rep.ratio:.2f}x",
+                    f"{100 * rep.metric_before:.2f}",
+                    f"{100 * rep.metric_after:.2f}",
+                    f"{-drop:+.2f}",
+                    f"{rep.max_abs_logit_diff:.3g}",
+                    f"{1e3 * rep.forward_s_before:.3f}",
+                    f"{1e3 * rep.forward_s_after:.3f}",
+                    f"{rep.speed:.2f}x",
+                    verdict,
+                ]
+            )
             print(f"  {name} {method}: done", flush=True)
     print()
-    print(Table(["model", "method", "weights", "total", "acc fp32 %", "acc %", "delta pts", "max |dlogit|",
-                 "fp32 ms", "variant ms", "time vs fp32", "target"], rows,
-                title=f"compression on sklearn:digits, {rep.eval.split(':')[-1]}, forward batch 256, "
-                      f"targets int8 >= 3.9x & <= 0.5 pt drop, int4 >= 7x & <= 2 pts"))
-    print(f"\ntotal {time.time() - t0:.0f}s; " + ("all targets met" if not failures else f"missed: {', '.join(failures)}"))
+    print(
+        Table(
+            [
+                "model",
+                "method",
+                "weights",
+                "total",
+                "acc fp32 %",
+                "acc %",
+                "delta pts",
+                "max |dlogit|",
+                "fp32 ms",
+                "variant ms",
+                "time vs fp32",
+                "target",
+            ],
+            rows,
+            title=f"compression on sklearn:digits, {rep.eval.split(':')[-1]}, forward batch 256, "
+            f"targets int8 >= 3.9x & <= 0.5 pt drop, int4 >= 7x & <= 2 pts",
+        )
+    )
+    print(
+        f"\ntotal {time.time() - t0:.0f}s; " + ("all targets met" if not failures else f"missed: {', '.join(failures)}")
+    )
     if args.keep_home:
         print(f"AIOS_HOME kept at {home}")
     else:

@@ -13,6 +13,7 @@ budget. With --platform gpu the same runs target the machine's GPUs instead of 8
 (a) runs in its own fresh process so that its peak RSS is its own; (b) and (c) run
 interleaved in one process, best of three rounds each, so that a busy machine hurts both alike.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,12 @@ CACHED_ROWS = 150_000  # ~39 MB: cached
 def devices_line() -> str:
     if os.environ["JAX_PLATFORMS"] == "cpu":
         return "8 host devices"
-    out = subprocess.run([sys.executable, "-c", "import jax; d = jax.devices(); print(len(d), d[0].device_kind)"],
-                         capture_output=True, text=True, env=os.environ)
+    out = subprocess.run(
+        [sys.executable, "-c", "import jax; d = jax.devices(); print(len(d), d[0].device_kind)"],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
     return out.stdout.strip() + " device(s)"
 
 
@@ -58,6 +63,7 @@ def peak_mib() -> float:
 def make(rows: int, name: str) -> None:
     """Declare a random classification dataset of ``rows`` x 64 float32 features."""
     import numpy as np
+
     import aios_lab as aios
 
     rng = np.random.default_rng(0)
@@ -96,6 +102,7 @@ def timed_numpy(x, y, perm, sh, steps: int, shuffled: bool) -> float:
 def run_stream(steps: int) -> dict:
     """(a): the Loader streaming ``big`` under STREAM_BUDGET, with RSS before and at peak."""
     import jax
+
     from aios_lab.data import get
     from aios_lab.data.loader import Loader, default_sharding
 
@@ -109,13 +116,21 @@ def run_stream(steps: int) -> dict:
     timed_loader(it, 5)  # warm-up: the first window
     ex_s = timed_loader(it, steps)
     loader.close()
-    return {"ex_s": ex_s, "cached": loader.cached, "base_mib": base, "peak_mib": peak_mib(),
-            "data_mib": loader.nbytes / 2**20, "budget_mib": loader.memory_budget / 2**20, "window": loader.window}
+    return {
+        "ex_s": ex_s,
+        "cached": loader.cached,
+        "base_mib": base,
+        "peak_mib": peak_mib(),
+        "data_mib": loader.nbytes / 2**20,
+        "budget_mib": loader.memory_budget / 2**20,
+        "window": loader.window,
+    }
 
 
 def run_compare(steps: int, rounds: int = 3) -> dict:
     """(b) vs (c) on ``small``, interleaved over a few rounds (best of each): fair on a busy machine."""
     import numpy as np
+
     from aios_lab.data import get
     from aios_lab.data.loader import Loader, default_sharding
 
@@ -148,8 +163,10 @@ def run_mlp(steps: int) -> dict:
     rep = NamedSharding(sh.mesh, PartitionSpec())
     key = jax.random.PRNGKey(0)
     sizes = [FEATURES, 256, 256, 10]
-    params = [(jax.random.normal(k, (a, b)) * a**-0.5, jnp.zeros(b))
-              for k, a, b in zip(jax.random.split(key, 3), sizes, sizes[1:])]
+    params = [
+        (jax.random.normal(k, (a, b)) * a**-0.5, jnp.zeros(b))
+        for k, a, b in zip(jax.random.split(key, 3), sizes, sizes[1:])
+    ]
     params = jax.device_put(params, rep)
 
     def loss(p, x, y):
@@ -173,7 +190,7 @@ def run_mlp(steps: int) -> dict:
     for _ in range(steps):
         params, value = step(params, x, y)
         window.append(value)
-        if len(window) > 16:  # bounded in-flight window (toolchain.md: the CPU collective deadlock)
+        if len(window) > 16:  # bounded in-flight window: more steps in flight deadlock CPU collectives
             window.pop(0).block_until_ready()
     value.block_until_ready()
     return {"ex_s": steps * batch / (time.perf_counter() - t)}
@@ -189,16 +206,22 @@ def child(args: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
-    parser.add_argument("--platform", default="cpu", choices=["cpu", "gpu"],
-                        help="cpu: 8 forced host devices (default); gpu: the machine's GPUs")
+    parser.add_argument(
+        "--platform",
+        default="cpu",
+        choices=["cpu", "gpu"],
+        help="cpu: 8 forced host devices (default); gpu: the machine's GPUs",
+    )
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
-        result = {"make": lambda: make(STREAM_ROWS, "big") or make(CACHED_ROWS, "small") or {},
-                  "stream": lambda: run_stream(args.steps),
-                  "compare": lambda: run_compare(args.steps),
-                  "mlp": lambda: run_mlp(args.steps)}[args.phase]()
+        result = {
+            "make": lambda: make(STREAM_ROWS, "big") or make(CACHED_ROWS, "small") or {},
+            "stream": lambda: run_stream(args.steps),
+            "compare": lambda: run_compare(args.steps),
+            "mlp": lambda: run_mlp(args.steps),
+        }[args.phase]()
         print(json.dumps(result))
         return
 
@@ -209,8 +232,10 @@ def main() -> None:
     try:
         t = time.perf_counter()
         child(["--phase", "make"])
-        print(f"datasets written in {time.perf_counter() - t:.1f} s: stream {STREAM_ROWS:,} rows x {FEATURES} "
-              f"float32 (+int32 label), cached {CACHED_ROWS:,} rows; batch {BATCH}, {devices_line()}")
+        print(
+            f"datasets written in {time.perf_counter() - t:.1f} s: stream {STREAM_ROWS:,} rows x {FEATURES} "
+            f"float32 (+int32 label), cached {CACHED_ROWS:,} rows; batch {BATCH}, {devices_line()}"
+        )
         stream = child(["--phase", "stream", "--steps", str(steps)])
         compare = child(["--phase", "compare", "--steps", str(steps)])
         mlp = child(["--phase", "mlp", "--steps", str(300 if args.quick else 1000)])
@@ -218,10 +243,13 @@ def main() -> None:
         shutil.rmtree(home, ignore_errors=True)
 
     b, c, c_contig = compare["cached"], compare["shuffled"], compare["contiguous"]
-    rows = [("(a) Loader, streaming zarr", stream["ex_s"]), ("(b) Loader, cached", b),
-            ("(c) numpy shuffled slice + device_put", c),
-            ("    numpy contiguous slice + device_put", c_contig),
-            ("mlp train step consumes (batch 128)", mlp["ex_s"])]
+    rows = [
+        ("(a) Loader, streaming zarr", stream["ex_s"]),
+        ("(b) Loader, cached", b),
+        ("(c) numpy shuffled slice + device_put", c),
+        ("    numpy contiguous slice + device_put", c_contig),
+        ("mlp train step consumes (batch 128)", mlp["ex_s"]),
+    ]
     print(f"\n{'path':45s} {'examples/s':>12s}")
     for label, value in rows:
         print(f"{label:45s} {value:12,.0f}")
@@ -230,10 +258,12 @@ def main() -> None:
     print(f"a / c            = {stream['ex_s'] / c:.2f}")
     print(f"a / mlp consumes = {stream['ex_s'] / mlp['ex_s']:.1f}x  (target >= 5x)")
     grew = stream["peak_mib"] - stream["base_mib"]
-    print(f"streaming: {stream['data_mib']:.0f} MiB of rows, budget {stream['budget_mib']:.0f} MiB "
-          f"({stream['window']}-chunk windows), cached={stream['cached']}; peak RSS {stream['peak_mib']:.0f} MiB "
-          f"= {stream['base_mib']:.0f} MiB of runtime (jax, zarr) before the loader + {grew:.0f} MiB "
-          f"during it ({'under' if grew <= stream['budget_mib'] else 'OVER'} the budget)")
+    print(
+        f"streaming: {stream['data_mib']:.0f} MiB of rows, budget {stream['budget_mib']:.0f} MiB "
+        f"({stream['window']}-chunk windows), cached={stream['cached']}; peak RSS {stream['peak_mib']:.0f} MiB "
+        f"= {stream['base_mib']:.0f} MiB of runtime (jax, zarr) before the loader + {grew:.0f} MiB "
+        f"during it ({'under' if grew <= stream['budget_mib'] else 'OVER'} the budget)"
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ clipping) on the same synthetic byte tokens; the aios side goes through ``traine
 rules, jitted step, in-flight window, orbax) with in-memory data, so no zarr or catalog is needed.
 MFU = 6N+attention FLOPs per token x tokens/s / peak (790 TFLOP/s: a measured bf16 matmul on an H200).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,10 +39,22 @@ def aios_run(args, model_cfg: dict) -> float:
     n_dev = len(jax.devices())
     x, y = tokens(args.batch * n_dev * 4, args.block)
     ds = ArrayDataset({"train": (x, y)}, task="lm", n_classes=VOCAB)
-    cfg = TrainConfig(model={"kind": "builtin", "name": "gpt", "config": model_cfg}, n_devices=n_dev,
-                      steps=args.steps, batch=args.batch * n_dev, lr=3e-4, optimizer="adamw", precision="bf16",
-                      checkpoint_every=10 * args.steps, eval_every=10 * args.steps, log_every=5,
-                      log_interval_s=0.0, warmup=10, weight_decay=0.1, clip=1.0)
+    cfg = TrainConfig(
+        model={"kind": "builtin", "name": "gpt", "config": model_cfg},
+        n_devices=n_dev,
+        steps=args.steps,
+        batch=args.batch * n_dev,
+        lr=3e-4,
+        optimizer="adamw",
+        precision="bf16",
+        checkpoint_every=10 * args.steps,
+        eval_every=10 * args.steps,
+        log_every=5,
+        log_interval_s=0.0,
+        warmup=10,
+        weight_decay=0.1,
+        clip=1.0,
+    )
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, rows.append, None, tmp, dataset=ds)
@@ -99,9 +112,12 @@ def main() -> None:
     model_cfg = {"d_model": args.d_model, "n_layers": args.layers, "n_heads": args.heads}
     n_dev = len(jax.devices())
     flops_per_step = gpt_flops_per_token(model_cfg, VOCAB, args.block) * args.batch * n_dev * args.block
-    print(f"jax {jax.__version__}, {n_dev} x {jax.devices()[0].device_kind}; gpt d_model={args.d_model} "
-          f"layers={args.layers} heads={args.heads} block={args.block}, batch {args.batch}/device, bf16, "
-          f"{flops_per_step / 1e12:.2f} TFLOP/step, peak {args.peak / 1e12:.0f} TFLOP/s/device", flush=True)
+    print(
+        f"jax {jax.__version__}, {n_dev} x {jax.devices()[0].device_kind}; gpt d_model={args.d_model} "
+        f"layers={args.layers} heads={args.heads} block={args.block}, batch {args.batch}/device, bf16, "
+        f"{flops_per_step / 1e12:.2f} TFLOP/step, peak {args.peak / 1e12:.0f} TFLOP/s/device",
+        flush=True,
+    )
     results = {}
     for name, fn in (("hand-written jit loop", hand_run), ("aios trainer", aios_run)):
         t = time.time()
@@ -110,8 +126,10 @@ def main() -> None:
     print(f"\n{'loop':24} {'steps/s':>8} {'tokens/s':>11} {'TFLOP/s':>8} {'MFU':>6}")
     for name, sps in results.items():
         tflops = sps * flops_per_step / 1e12
-        print(f"{name:24} {sps:8.2f} {sps * args.batch * n_dev * args.block:11,.0f} {tflops:8.1f} "
-              f"{tflops * 1e12 / (args.peak * n_dev):6.1%}")
+        print(
+            f"{name:24} {sps:8.2f} {sps * args.batch * n_dev * args.block:11,.0f} {tflops:8.1f} "
+            f"{tflops * 1e12 / (args.peak * n_dev):6.1%}"
+        )
     hand, aios = results["hand-written jit loop"], results["aios trainer"]
     print(f"ratio aios/hand: {aios / hand:.3f}")
 

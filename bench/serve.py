@@ -9,6 +9,7 @@ top out near 8k requests/s here; wrk does not). Models: the 64-256-256-10 MLP, a
 batch-1 forward takes over 1 ms (where batching has to pay for itself). Prints a table, then the
 ratios against the targets of issue 5. Needs ``wrk`` (Debian: ``apt-get install -y wrk``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,11 +73,31 @@ def stop(proc: subprocess.Popen) -> None:
 def wrk(url: str, body: bytes, token: str | None, conns: int, seconds: float, workdir: Path) -> dict:
     script = workdir / f"post-{conns}.lua"
     auth = f'wrk.headers["Authorization"] = "Bearer {token}"\n' if token else ""
-    script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n' + auth +
-                      "wrk.body = [==[" + body.decode() + "]==]\n")
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        + auth
+        + "wrk.body = [==["
+        + body.decode()
+        + "]==]\n"
+    )
     threads = 1 if conns == 1 else 2
-    out = subprocess.run(["wrk", "--timeout", "30s", f"-t{threads}", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "wrk",
+            "--timeout",
+            "30s",
+            f"-t{threads}",
+            f"-c{conns}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -135,36 +156,50 @@ def main() -> None:
         registry.publish_params(name, spec, params, task="classification", input_shape=(64,), n_outputs=10)
     token = default_token()
     x = np.random.default_rng(0).normal(size=(1, 64)).astype(np.float32)
-    body = orjson.dumps({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": x.ravel().tolist()}]})
+    body = orjson.dumps(
+        {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": x.ravel().tolist()}]}
+    )
     bare = {m: bare_forward(m, x) for m in ("mlp", "big")}
 
     procs, results = [], {}
     try:
         floor_port = free_port()
         reply = home / "reply.json"
-        reply.write_bytes(orjson.dumps({"model_name": "mlp", "model_version": "1", "outputs": [
-            {"name": "logits", "datatype": "FP32", "shape": [1, 10], "data": [0.1] * 10}]}))
+        reply.write_bytes(
+            orjson.dumps(
+                {
+                    "model_name": "mlp",
+                    "model_version": "1",
+                    "outputs": [{"name": "logits", "datatype": "FP32", "shape": [1, 10], "data": [0.1] * 10}],
+                }
+            )
+        )
         servers = {"(c) starlette floor": (floor_port, [sys.executable, "-c", FLOOR_APP, str(floor_port), str(reply)])}
         for label, extra in (("(a) batched", []), ("(b) unbatched", ["--no-batching"])):
             port = free_port()
             servers[label] = (port, [sys.executable, "-m", "aios_lab.serve", "--port", str(port), *extra])
-        for label, (port, argv) in servers.items():
+        for port, argv in servers.values():
             log = open(home / f"{port}.out", "wb")
             p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
             procs.append(p)
             wait_ready(f"http://127.0.0.1:{port}", p)
-        runs = [("(c) starlette floor", "mlp", "/infer", None, (1, 32)),
-                ("(a) batched", "mlp", "/v2/models/mlp/infer", token, (1, 32)),
-                ("(b) unbatched", "mlp", "/v2/models/mlp/infer", token, (1, 32)),
-                ("(a) batched", "big", "/v2/models/big/infer", token, (1, 32)),
-                ("(b) unbatched", "big", "/v2/models/big/infer", token, (1, 32))]
+        runs = [
+            ("(c) starlette floor", "mlp", "/infer", None, (1, 32)),
+            ("(a) batched", "mlp", "/v2/models/mlp/infer", token, (1, 32)),
+            ("(b) unbatched", "mlp", "/v2/models/mlp/infer", token, (1, 32)),
+            ("(a) batched", "big", "/v2/models/big/infer", token, (1, 32)),
+            ("(b) unbatched", "big", "/v2/models/big/infer", token, (1, 32)),
+        ]
         for label, model, path, tok, conns in runs:
             port = servers[label][0]
             for c in conns:
                 r = wrk(f"http://127.0.0.1:{port}{path}", body, tok, c, args.seconds, home)
                 results[(label, model, c)] = r
-                print(f"{label:22s} {model:4s} c={c:<3d} {r['rps']:9.0f} req/s  p50 {r['p50']:7.3f} ms  "
-                      f"p99 {r['p99']:7.3f} ms", flush=True)
+                print(
+                    f"{label:22s} {model:4s} c={c:<3d} {r['rps']:9.0f} req/s  p50 {r['p50']:7.3f} ms  "
+                    f"p99 {r['p99']:7.3f} ms",
+                    flush=True,
+                )
     finally:
         for p in procs:
             stop(p)
@@ -182,9 +217,18 @@ def main() -> None:
     budget = c1["p50"] + bare["mlp"] + 0.2
     checks = [
         ("(a)/(c) requests/s at c=32, mlp", a32["rps"] / c32["rps"], ">= 0.6", a32["rps"] / c32["rps"] >= 0.6),
-        ("(a) p50 at c=1 minus ((c) p50 + bare forward), ms", a1["p50"] - c1["p50"] - bare["mlp"], "<= 0.2",
-         a1["p50"] <= budget),
-        ("(a)/(b) requests/s at c=32, 4x2048 mlp", big_a["rps"] / big_b["rps"], ">= 3", big_a["rps"] / big_b["rps"] >= 3),
+        (
+            "(a) p50 at c=1 minus ((c) p50 + bare forward), ms",
+            a1["p50"] - c1["p50"] - bare["mlp"],
+            "<= 0.2",
+            a1["p50"] <= budget,
+        ),
+        (
+            "(a)/(b) requests/s at c=32, 4x2048 mlp",
+            big_a["rps"] / big_b["rps"],
+            ">= 3",
+            big_a["rps"] / big_b["rps"] >= 3,
+        ),
         ("(a)/(b) requests/s at c=32, mlp", a32["rps"] / results[("(b) unbatched", "mlp", 32)]["rps"], "(info)", True),
     ]
     print("\n| ratio | value | target | met |\n|---|---|---|---|")

@@ -4,6 +4,7 @@ Same model (64-256-256-10 MLP), data (sklearn digits), batch (128) and optimiser
 each after compilation and their ratio (target >= 0.95), then per-device bytes of params + optimizer
 state under dp and fsdp (fsdp should be about 1/8). Run: ``python bench/train_overhead.py``.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,22 +12,21 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import statistics
+import tempfile
+import time
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-
-import _aios_path  # noqa: E402
+import _aios_path
+import jax
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+from sklearn.datasets import load_digits
 
 _aios_path.setup()
 
-from aios_lab.train import mesh as meshlib  # noqa: E402
+from aios_lab.train import sharding as shardlib  # noqa: E402
 from aios_lab.train.arrays import ArrayDataset, ArrayLoader  # noqa: E402
 from aios_lab.train.builtins import MLP  # noqa: E402
 from aios_lab.train.trainer import TrainConfig, program, train  # noqa: E402
@@ -41,9 +41,19 @@ def digits() -> ArrayDataset:
 
 def aios_steps_per_s(ds: ArrayDataset, steps: int) -> tuple[float, float]:
     """(wall, CPU-time) steps/s of trainer.train between its first logged row after warm-up and its last."""
-    cfg = TrainConfig(model="mlp", n_devices=8, steps=steps, batch=BATCH, lr=LR, optimizer="adamw",
-                      checkpoint_every=10 * steps, eval_every=10 * steps, log_every=WARM, log_interval_s=0.0,
-                      clip=0.0)
+    cfg = TrainConfig(
+        model="mlp",
+        n_devices=8,
+        steps=steps,
+        batch=BATCH,
+        lr=LR,
+        optimizer="adamw",
+        checkpoint_every=10 * steps,
+        eval_every=10 * steps,
+        log_every=WARM,
+        log_interval_s=0.0,
+        clip=0.0,
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, lambda r: rows.append({**r, "cpu": time.process_time()}), None, tmp, dataset=ds)
@@ -54,7 +64,7 @@ def aios_steps_per_s(ds: ArrayDataset, steps: int) -> tuple[float, float]:
 
 def hand_steps_per_s(ds: ArrayDataset, steps: int) -> tuple[float, float]:
     """A minimal careful loop: jit with shardings and donation, device_put per batch, k-16 blocking."""
-    mesh = meshlib.make_mesh(jax.devices())
+    mesh = shardlib.make_mesh(jax.devices())
     rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     model = MLP(10)
     tx = optax.adamw(optax.warmup_cosine_decay_schedule(LR, LR, 0, steps, LR / 100), weight_decay=0.0)
@@ -88,9 +98,9 @@ def hand_steps_per_s(ds: ArrayDataset, steps: int) -> tuple[float, float]:
 def state_bytes(ds: ArrayDataset, shard: str) -> int:
     """Max per-device bytes of params + optimizer state for the trainer's state under ``shard``."""
     cfg = TrainConfig(model="mlp", n_devices=8, batch=BATCH, shard=shard)
-    prog = program(cfg, "classification", 10, ds.load("train")[0][:2], meshlib.make_mesh(jax.devices()))
+    prog = program(cfg, "classification", 10, ds.load("train")[0][:2], shardlib.make_mesh(jax.devices()))
     state = prog.init(jax.random.key(0))
-    per = meshlib.bytes_per_device({"params": state["params"], "opt_state": state["opt_state"]})
+    per = shardlib.bytes_per_device({"params": state["params"], "opt_state": state["opt_state"]})
     return max(per.values())
 
 
@@ -108,16 +118,22 @@ def main() -> None:
         aios.append(aios_steps_per_s(ds, args.steps))
     dp, fsdp = state_bytes(ds, "dp"), state_bytes(ds, "fsdp")
     med = statistics.median
-    print(f"devices: {len(jax.devices())} x {jax.devices()[0].platform}, model mlp 64-256-256-10, batch {BATCH}, "
-          f"{args.steps} steps x {args.rounds} interleaved rounds (first {WARM} steps of each untimed), "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"devices: {len(jax.devices())} x {jax.devices()[0].platform}, model mlp 64-256-256-10, batch {BATCH}, "
+        f"{args.steps} steps x {args.rounds} interleaved rounds (first {WARM} steps of each untimed), "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     for i, clock in enumerate(("wall", "cpu")):
         h, a = [r[i] for r in hand], [r[i] for r in aios]
         ratios = [x / y for x, y in zip(a, h)]
-        print(f"[{clock:4}] hand-written jit loop: median {med(h):7.1f} steps/s (best {max(h):7.1f});  "
-              f"aios trainer: median {med(a):7.1f} (best {max(a):7.1f})")
-        print(f"[{clock:4}] ratio aios/hand: median of paired rounds {med(ratios):.3f}, best/best "
-              f"{max(a) / max(h):.3f}  (target >= 0.95; rounds {', '.join(f'{r:.2f}' for r in ratios)})")
+        print(
+            f"[{clock:4}] hand-written jit loop: median {med(h):7.1f} steps/s (best {max(h):7.1f});  "
+            f"aios trainer: median {med(a):7.1f} (best {max(a):7.1f})"
+        )
+        print(
+            f"[{clock:4}] ratio aios/hand: median of paired rounds {med(ratios):.3f}, best/best "
+            f"{max(a) / max(h):.3f}  (target >= 0.95; rounds {', '.join(f'{r:.2f}' for r in ratios)})"
+        )
     print("        (cpu = steps per second of this process's CPU time: robust when other jobs share the cores)")
     print(f"per-device params+opt bytes  dp: {dp:,}  fsdp: {fsdp:,}  ratio fsdp/dp: {fsdp / dp:.3f} (target ~0.125)")
 

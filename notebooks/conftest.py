@@ -1,4 +1,5 @@
 """Tutorials run by nbval get a scratch AIOS_HOME and 8 forced host devices in their kernels."""
+
 import os
 import tempfile
 

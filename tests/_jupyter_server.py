@@ -1,4 +1,5 @@
 """Start a real Jupyter server (or JupyterLab) on a free loopback port with a token, for the sidebar tests."""
+
 from __future__ import annotations
 
 import json
@@ -51,17 +52,32 @@ def start(tmp: Path, home: Path, *, lab: bool = False, timeout: float = 60.0) ->
     settings, workspaces, runtime = tmp / "settings", tmp / "workspaces", tmp / "runtime"
     quiet = settings / "@jupyterlab" / "apputils-extension"
     quiet.mkdir(parents=True, exist_ok=True)
-    (quiet / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    (quiet / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
     workspaces.mkdir(exist_ok=True)
-    env = dict(os.environ, AIOS_HOME=str(home), JUPYTERLAB_SETTINGS_DIR=str(settings),
-               JUPYTERLAB_WORKSPACES_DIR=str(workspaces), JUPYTER_RUNTIME_DIR=str(runtime))
-    extensions = {"aios_lab.server": True}
+    env = dict(
+        os.environ,
+        AIOS_HOME=str(home),
+        JUPYTERLAB_SETTINGS_DIR=str(settings),
+        JUPYTERLAB_WORKSPACES_DIR=str(workspaces),
+        JUPYTER_RUNTIME_DIR=str(runtime),
+    )
+    extensions = {"aios_lab.jupyter_ext": True}
     if lab:
         extensions["jupyterlab"] = True
-    cmd = [sys.executable, "-m", "jupyterlab" if lab else "jupyter_server",
-           f"--port={port}", "--ip=127.0.0.1", "--no-browser", "--ServerApp.port_retries=0",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-           f"--ServerApp.jpserver_extensions={extensions!r}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab" if lab else "jupyter_server",
+        f"--port={port}",
+        "--ip=127.0.0.1",
+        "--no-browser",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        f"--ServerApp.jpserver_extensions={extensions!r}",
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # containers and CI run as root
     log = tmp / ("lab.log" if lab else "server.log")

@@ -1,4 +1,5 @@
 """Test set-up: 8 forced XLA host devices (before jax is imported) and a fresh AIOS_HOME per test."""
+
 import os
 import tempfile
 

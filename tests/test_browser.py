@@ -4,6 +4,7 @@ headless Debian chromium driven by Playwright (``executable_path``: no browser d
 Open the sidebar, see the job appear and its step advance, open its panel (curves, config, log), press
 cancel, see it become cancelled. Screenshots land in test-artifacts/.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,14 +12,21 @@ import shutil
 import time
 
 import pytest
+from _jupyter_server import start
 
 import aios_lab as aios
 
-from _jupyter_server import start
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 JOB = "browser-job"
 
 pytestmark = pytest.mark.timeout(150)
@@ -61,8 +69,17 @@ def test_sidebar_tracks_and_cancels_a_real_job(lab, artifacts):
 
 
 def _start_job():
-    return aios.train(JOB, dataset="digits", model="mlp", devices=1, steps=200_000, batch=32,
-                      checkpoint_every=25, eval_every=50, lr=3e-3)
+    return aios.train(
+        JOB,
+        dataset="digits",
+        model="mlp",
+        devices=1,
+        steps=200_000,
+        batch=32,
+        checkpoint_every=25,
+        eval_every=50,
+        lr=3e-3,
+    )
 
 
 def _drive(page, lab, artifacts, jobs: list) -> None:
@@ -93,11 +110,17 @@ def _drive(page, lab, artifacts, jobs: list) -> None:
     # the step advances while we watch (the sidebar polls; the worker writes the catalog)
     page.wait_for_function(
         """name => { const s = document.querySelector(`.aios-job[data-job="${name}"] .aios-job-step`);
-                     return s && Number(s.dataset.step) > 0; }""", arg=JOB, timeout=60_000)
+                     return s && Number(s.dataset.step) > 0; }""",
+        arg=JOB,
+        timeout=60_000,
+    )
     first = int(row.locator(".aios-job-step").get_attribute("data-step"))
     page.wait_for_function(
         """([name, first]) => { const s = document.querySelector(`.aios-job[data-job="${name}"] .aios-job-step`);
-                                return s && Number(s.dataset.step) > first; }""", arg=[JOB, first], timeout=20_000)
+                                return s && Number(s.dataset.step) > first; }""",
+        arg=[JOB, first],
+        timeout=20_000,
+    )
     assert row.get_attribute("data-state") == "running"
     assert sidebar.locator(f'.aios-device .aios-badge:text("{JOB}")').count() == 1  # Devices: who holds what
 
@@ -108,7 +131,8 @@ def _drive(page, lab, artifacts, jobs: list) -> None:
     panel.locator(".aios-chart-svg path.aios-line").first.wait_for()
     page.wait_for_function(
         """() => { const l = document.querySelector('.aios-job-panel .aios-log');
-                   return l && l.textContent.length > 20; }""")
+                   return l && l.textContent.length > 20; }"""
+    )
     row.locator(".aios-sparkline").wait_for()
     page.wait_for_timeout(1500)  # let the sparkline and curves gather a few more points
     page.screenshot(path=os.path.join(artifacts, "sidebar-running.png"))

@@ -1,23 +1,27 @@
 """Orbax checkpoints: sharded round trip, latest-N plus best retention, half-written ones never count."""
+
 import jax
 import numpy as np
 import optax
 import pytest
 
-from aios_lab.train import mesh as meshlib
+from aios_lab.train import sharding as shardlib
 from aios_lab.train.checkpoints import Checkpoints, load_params
 
 
 def _state(mesh):
-    params = {"w": jax.device_put(np.arange(64, dtype=np.float32).reshape(8, 8),
-                                  meshlib.param_shardings(np.zeros((8, 8)), mesh, "fsdp")),
-              "b": jax.device_put(np.ones(3, np.float32), meshlib.replicated(mesh))}
+    params = {
+        "w": jax.device_put(
+            np.arange(64, dtype=np.float32).reshape(8, 8), shardlib.param_shardings(np.zeros((8, 8)), mesh, "fsdp")
+        ),
+        "b": jax.device_put(np.ones(3, np.float32), shardlib.replicated(mesh)),
+    }
     tx = optax.adam(1e-3)
     return {"step": jax.numpy.int32(5), "params": params, "opt_state": tx.init(params)}
 
 
 def test_round_trip_keeps_shardings_and_optax_types(tmp_path):
-    mesh = meshlib.make_mesh()
+    mesh = shardlib.make_mesh()
     state = _state(mesh)
     with Checkpoints(tmp_path / "ck") as ck:
         ck.save(5, state)

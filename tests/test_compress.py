@@ -1,4 +1,5 @@
 """Compression and publishing of real training jobs: %aios compress / publish, variants, lineage, bad input."""
+
 import json
 import os
 
@@ -20,8 +21,17 @@ def trained(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AIOS_HOME", str(home))
         aios.dataset("digits", "sklearn:digits", seed=0)
-        job = aios.train("mlp", dataset="digits", model="mlp", devices=1, batch=64, steps=80,
-                         checkpoint_every=40, eval_every=40, lr=3e-3)
+        job = aios.train(
+            "mlp",
+            dataset="digits",
+            model="mlp",
+            devices=1,
+            batch=64,
+            steps=80,
+            checkpoint_every=40,
+            eval_every=40,
+            lr=3e-3,
+        )
         empty = aios.train("empty", dataset="digits", model="mlp", devices=8, steps=10)  # waits for 8 devices
         assert empty.state == "queued"
         empty.cancel()
@@ -64,7 +74,11 @@ def test_compress_verb_evaluates_and_keeps_the_variant(home):
     assert rep2.variant == "prune-0.5-int4" and rep2.checkpoint_step == 40 and "test" in rep2.eval
     assert rep2.ratio > rep.ratio
     best = aios.compress(job, "bf16", checkpoint="best", eval="digits:train")
-    assert best.checkpoint_step in job.checkpoints() and "train" in best.eval and best.weight_ratio == pytest.approx(2, 0.01)
+    assert (
+        best.checkpoint_step in job.checkpoints()
+        and "train" in best.eval
+        and best.weight_ratio == pytest.approx(2, 0.01)
+    )
     from aios_lab.compress import variants
 
     names = {r["variant"] for r in variants("mlp")}
@@ -99,22 +113,25 @@ def test_publish_variant_and_checkpoint_then_load_predicts_the_same(home):
     assert publishes[-1]["object"] == f"digits:v{mv2.version}"
 
 
-@pytest.mark.parametrize("line,msg", [
-    ("compress mlp --method int3", "unknown compression method"),
-    ("compress mlp --method prune:0", "strictly between 0 and 1"),
-    ("compress mlp --method prune:1.5", "strictly between 0 and 1"),
-    ("compress mlp --method int8 --checkpoint 7", "no checkpoint at step 7"),
-    ("compress mlp --method int8 --checkpoint soon", "best, latest or a step"),
-    ("compress mlp --method int8 --eval nosuchset", "no dataset"),
-    ("compress empty --method int8", "no checkpoint yet"),
-    ("compress ghost --method int8", "no job named"),
-    ("publish empty --as digits", "no checkpoint yet"),
-    ("publish mlp --checkpoint 13 --as digits", "no checkpoint at step 13"),
-    ("publish mlp --variant int2 --as digits", "no variant"),
-    ("publish mlp --as Digits", "invalid model name"),
-    ("publish mlp --as digits --alias 3", "reserved"),
-    ("publish mlp", "--as"),
-])
+@pytest.mark.parametrize(
+    "line,msg",
+    [
+        ("compress mlp --method int3", "unknown compression method"),
+        ("compress mlp --method prune:0", "strictly between 0 and 1"),
+        ("compress mlp --method prune:1.5", "strictly between 0 and 1"),
+        ("compress mlp --method int8 --checkpoint 7", "no checkpoint at step 7"),
+        ("compress mlp --method int8 --checkpoint soon", "best, latest or a step"),
+        ("compress mlp --method int8 --eval nosuchset", "no dataset"),
+        ("compress empty --method int8", "no checkpoint yet"),
+        ("compress ghost --method int8", "no job named"),
+        ("publish empty --as digits", "no checkpoint yet"),
+        ("publish mlp --checkpoint 13 --as digits", "no checkpoint at step 13"),
+        ("publish mlp --variant int2 --as digits", "no variant"),
+        ("publish mlp --as Digits", "invalid model name"),
+        ("publish mlp --as digits --alias 3", "reserved"),
+        ("publish mlp", "--as"),
+    ],
+)
 def test_bad_input_is_one_line_and_changes_nothing(home, line, msg):
     before = snapshot(home)
     with pytest.raises(UsageError) as e:

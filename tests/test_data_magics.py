@@ -1,4 +1,5 @@
 """``%aios dataset``, ``%aios datasets`` and ``%aios dataset show`` in a real IPython shell."""
+
 import base64
 import re
 import subprocess

@@ -1,4 +1,5 @@
 """Datasets on zarr v3: every source kind, splits, content-hash versions, atomic writes, bad input."""
+
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import zarr
 
 import aios_lab as aios
 from aios_lab.catalog import catalog
-from aios_lab.data import get, store
+from aios_lab.data import get, zarr_store as store
 from aios_lab.errors import AiosError
 
 
@@ -29,6 +30,7 @@ def nothing_written(home):
 
 
 # -- sources ---------------------------------------------------------------------------------------
+
 
 def test_vars_numpy_declares_a_zarr_v3_version(aios_home):
     x, y = toy()
@@ -60,8 +62,12 @@ def test_vars_pandas_jax_and_lists():
     assert ds.schema["feature_names"] == ["a", "b"] and ds.schema["target_name"] == "label"
     ds = aios.dataset("jx", "vars:x,y", user_ns={"x": jnp.ones((20, 3)), "y": jnp.linspace(0, 1, 20)}, split="train=1")
     assert ds.task == "regression" and ds.n_classes is None and ds.target_dtype == "float32"
-    ds = aios.dataset("lists", "vars:x,y", user_ns={"x": [[1, 2], [3, 4], [5, 6], [7, 8]], "y": [0, 1, 0, 1]},
-                      split="train=0.5,test=0.5")
+    ds = aios.dataset(
+        "lists",
+        "vars:x,y",
+        user_ns={"x": [[1, 2], [3, 4], [5, 6], [7, 8]], "y": [0, 1, 0, 1]},
+        split="train=0.5,test=0.5",
+    )
     assert ds.splits == {"train": 2, "test": 2} and ds.feature_dtype == "float32"
 
 
@@ -87,8 +93,9 @@ def test_npz_npy_csv_files(tmp_path):
     np.save(tmp_path / "d.npy", np.column_stack([x, y]))
     b = aios.dataset("npy", str(tmp_path / "d.npy"))
     assert b.feature_shape == (5,) and b.task == "classification"
-    assert all(np.array_equal(a.load(s)[0], b.load(s)[0]) and np.array_equal(a.load(s)[1], b.load(s)[1])
-               for s in a.splits)  # same rows, same seeded split
+    assert all(
+        np.array_equal(a.load(s)[0], b.load(s)[0]) and np.array_equal(a.load(s)[1], b.load(s)[1]) for s in a.splits
+    )  # same rows, same seeded split
     frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(5)])
     frame["species"] = np.array(["cat", "dog", "eel"])[y]
     frame.to_csv(tmp_path / "d.csv", index=False)
@@ -123,7 +130,7 @@ def test_text_glob_gives_byte_tokens_for_lm(tmp_path):
     assert sum(ds.splits.values()) == (total - 1) // 32
     x, y = ds.load("train")
     assert x.dtype == np.int32 and y.shape == x.shape and x.max() < 256
-    stream = (b"hello world, " * 40 + "é and more text ".encode() * 30)
+    stream = b"hello world, " * 40 + "é and more text ".encode() * 30
     row = bytes(x[0].astype(np.uint8))
     start = stream.index(row)  # y is x shifted by one byte
     assert bytes(y[0].astype(np.uint8)) == stream[start + 1 : start + 33]
@@ -131,6 +138,7 @@ def test_text_glob_gives_byte_tokens_for_lm(tmp_path):
 
 
 # -- splits and versions -----------------------------------------------------------------------------
+
 
 def test_split_is_deterministic_by_seed():
     x, y = toy(200)
@@ -167,6 +175,7 @@ def test_versions_are_content_hashes():
 
 # -- atomic writes -------------------------------------------------------------------------------------
 
+
 def test_failure_mid_write_leaves_nothing_visible(aios_home, monkeypatch):
     x, y = toy()
     real = store.write_split
@@ -189,15 +198,16 @@ def test_failure_mid_write_leaves_nothing_visible(aios_home, monkeypatch):
 
 def test_killed_writer_leaves_nothing_visible(aios_home):
     code = (
-        "import numpy as np, aios_lab.data.store as store, aios_lab as aios\n"
+        "import numpy as np, aios_lab.data.zarr_store as store, aios_lab as aios\n"
         "real = store.write_split\n"
         "def slow(*a):\n"
         "    real(*a); print('WROTE', flush=True); import time; time.sleep(60)\n"
         "store.write_split = slow\n"
         "aios.dataset('big', 'vars:x,y', user_ns={'x': np.ones((1000, 4)), 'y': np.zeros(1000, int)})\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "AIOS_HOME": str(aios_home)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env={**os.environ, "AIOS_HOME": str(aios_home)}
+    )
     try:
         assert proc.stdout.readline().strip() == "WROTE"  # the first split is on disk, in staging
         assert any((aios_home / "tmp").iterdir())
@@ -211,6 +221,7 @@ def test_killed_writer_leaves_nothing_visible(aios_home):
 
 
 # -- bad input -----------------------------------------------------------------------------------------
+
 
 def _bad_cases(tmp_path):
     x, y = toy(20)

@@ -1,4 +1,5 @@
 """``aios demo`` (``make demo``): the quickstart headless, run as a real CLI subprocess, ends with its table."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,16 @@ import pytest
 pytestmark = pytest.mark.timeout(600)
 
 AIOS = [sys.executable, "-c", "import sys; from aios_lab.cli import main; sys.exit(main())"]
-ROWS = ("dataset", "devices", "steps/s", "test accuracy", "int8 size ratio", "int8 accuracy delta", "endpoint",
-        "p50 latency")
+ROWS = (
+    "dataset",
+    "devices",
+    "steps/s",
+    "test accuracy",
+    "int8 size ratio",
+    "int8 accuracy delta",
+    "endpoint",
+    "p50 latency",
+)
 
 
 def _table(stdout: str) -> dict[str, str]:
@@ -21,10 +30,10 @@ def _table(stdout: str) -> dict[str, str]:
     lines = stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("aios demo:"))
     out = {}
-    for line in lines[start + 3:]:  # title, header, rule
+    for line in lines[start + 3 :]:  # title, header, rule
         for key in ROWS:
             if line.startswith(key + "  "):
-                out[key] = line[len(key):].strip()
+                out[key] = line[len(key) :].strip()
     return out
 
 

@@ -1,4 +1,5 @@
 """One job over two worker processes of 4 host devices each under jax.distributed (gloo on the CPU)."""
+
 import numpy as np
 
 import aios_lab as aios

@@ -1,4 +1,5 @@
 """The catalog, names, and the %aios magic's dispatch and help."""
+
 import sqlite3
 import subprocess
 import sys
@@ -53,12 +54,11 @@ def test_catalog_transaction_rolls_back_on_error():
 
 def test_catalog_concurrent_writers_from_threads_and_processes(aios_home):
     cat = catalog()
-    code = (
-        "from aios_lab.catalog import catalog\n"
-        "for i in range(50): catalog().audit('write', 'proc', i=i)\n"
-    )
+    code = "from aios_lab.catalog import catalog\nfor i in range(50): catalog().audit('write', 'proc', i=i)\n"
     procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(3)]
-    threads = [threading.Thread(target=lambda: [cat.audit("write", "thread", i=i) for i in range(50)]) for _ in range(3)]
+    threads = [
+        threading.Thread(target=lambda: [cat.audit("write", "thread", i=i) for i in range(50)]) for _ in range(3)
+    ]
     for t in threads:
         t.start()
     for t in threads:

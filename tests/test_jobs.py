@@ -1,4 +1,5 @@
 """Training jobs end to end: detached workers, queue, cancel, kill -9 and exact resume, bad input."""
+
 import os
 import random
 import signal
@@ -115,14 +116,18 @@ def test_jobs_wanting_the_same_devices_queue_by_priority_and_all_finish(digits):
     assert queue == ["high", "low"]
     for j in (first, high, low):
         assert j.wait(timeout=240) == "succeeded", j.log_tail()
-    assert catalog().one("SELECT started FROM jobs WHERE name='high'")[0] < \
-        catalog().one("SELECT started FROM jobs WHERE name='low'")[0]
+    assert (
+        catalog().one("SELECT started FROM jobs WHERE name='high'")[0]
+        < catalog().one("SELECT started FROM jobs WHERE name='low'")[0]
+    )
 
 
 def test_job_survives_the_death_of_the_process_that_launched_it(digits, aios_home):
-    code = ("import aios_lab as aios, time\n"
-            "aios.train('orphan', dataset='digits', devices=2, model='mlp', batch=64, steps=80, checkpoint_every=20)\n"
-            "time.sleep(60)\n")
+    code = (
+        "import aios_lab as aios, time\n"
+        "aios.train('orphan', dataset='digits', devices=2, model='mlp', batch=64, steps=80, checkpoint_every=20)\n"
+        "time.sleep(60)\n"
+    )
     launcher = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "AIOS_HOME": str(aios_home)})
     wait_for(lambda: catalog().one("SELECT state FROM jobs WHERE name='orphan'") is not None, what="the job row")
     job = aios.job("orphan")
@@ -152,8 +157,19 @@ def test_bad_input_is_refused_and_writes_nothing(digits):
 
 
 def test_a_nan_loss_fails_the_job_and_keeps_the_last_good_checkpoint(digits):
-    job = aios.train("nan", dataset="digits", devices=2, model="mlp", optimizer="sgd", lr=1e30, clip=None,
-                     batch=64, steps=50, checkpoint_every=1, warmup=0)
+    job = aios.train(
+        "nan",
+        dataset="digits",
+        devices=2,
+        model="mlp",
+        optimizer="sgd",
+        lr=1e30,
+        clip=None,
+        batch=64,
+        steps=50,
+        checkpoint_every=1,
+        warmup=0,
+    )
     assert job.wait(timeout=120) == "failed"
     assert "loss became" in job.error and "checkpoint" in job.error
     for step in job.checkpoints():

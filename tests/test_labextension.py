@@ -1,6 +1,7 @@
 """The JupyterLab extension as installed: listed and enabled, its TypeScript unit tests, and
 JupyterLab's own smoke test (``python -m jupyterlab.browser_check``) loading it without errors.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,14 +31,18 @@ def plain(text: str) -> str:
 
 def test_extensions_are_installed_and_enabled():
     env = dict(os.environ, NO_COLOR="1", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    lists = [subprocess.Popen([str(BIN / "jupyter"), *what, "list"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, env=env) for what in (["labextension"], ["server", "extension"])]
+    lists = [
+        subprocess.Popen(
+            [str(BIN / "jupyter"), *what, "list"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        for what in (["labextension"], ["server", "extension"])
+    ]
     labext, server = (p.communicate(timeout=120)[0] for p in lists)
     out = plain(labext)
     assert re.search(r"aios-lab v\S+ enabled\s+OK \(python, aios_lab\)", out), out
     out = plain(server)
-    assert re.search(r"aios_lab\.server\s+enabled", out), out
-    assert re.search(r"aios_lab\.server\s+OK", out), out
+    assert re.search(r"aios_lab\.jupyter_ext\s+enabled", out), out
+    assert re.search(r"aios_lab\.jupyter_ext\s+OK", out), out
     built = json.loads((ROOT / "aios_lab" / "labextension" / "package.json").read_text())
     assert built["name"] == "aios-lab" and built["jupyterlab"]["_build"]["load"].startswith("static/remoteEntry.")
     installed = Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "aios-lab" / "package.json"
@@ -45,12 +50,14 @@ def test_extensions_are_installed_and_enabled():
         load = json.loads(installed.read_text())["jupyterlab"]["_build"]["load"]
         assert load == built["jupyterlab"]["_build"]["load"], (
             "the installed labextension is older than aios_lab/labextension: run `pip install -e .` again "
-            "(or `jupyter labextension develop --overwrite .` once, for a link that follows rebuilds)")
+            "(or `jupyter labextension develop --overwrite .` once, for a link that follows rebuilds)"
+        )
 
 
 def test_typescript_unit_tests():
-    assert shutil.which("node") and (LABEXT / "node_modules").exists(), \
+    assert shutil.which("node") and (LABEXT / "node_modules").exists(), (
         "the TypeScript tests need node and labextension/node_modules (`pip install -e .` installs them)"
+    )
     result = run([str(BIN / "jlpm"), "test"], 240, cwd=LABEXT)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-5000:]
@@ -63,8 +70,8 @@ def _offline_playwright(browsers: Path) -> None:
     """Let ``browser_check`` (which runs Node's playwright and ``npx playwright install chromium``) use
     Debian's chromium with no download: Node playwright is the playwright-core that pip's playwright
     wheel ships, and the browsers folder it looks in holds finished installs that point at chromium."""
-    from jupyterlab.commands import get_app_dir
     import playwright
+    from jupyterlab.commands import get_app_dir
 
     core = Path(playwright.__file__).parent / "driver" / "package"
     modules = Path(get_app_dir()) / "browser_test" / "node_modules"
@@ -99,12 +106,19 @@ def test_jupyterlab_browser_check_loads_the_extension(tmp_path):
     _offline_playwright(browsers)
     settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    env = {"PLAYWRIGHT_BROWSERS_PATH": str(browsers), "PLAYWRIGHT_SKIP_BROWSER_GC": "1",
-           "PLAYWRIGHT_SKIP_VALIDATE_HOST_REQUIREMENTS": "1", "AIOS_HOME": str(tmp_path / "aios"),
-           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
-           "JLAB_BROWSER_CHECK_OUTPUT": str(tmp_path / "shots")}
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    env = {
+        "PLAYWRIGHT_BROWSERS_PATH": str(browsers),
+        "PLAYWRIGHT_SKIP_BROWSER_GC": "1",
+        "PLAYWRIGHT_SKIP_VALIDATE_HOST_REQUIREMENTS": "1",
+        "AIOS_HOME": str(tmp_path / "aios"),
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
+        "JLAB_BROWSER_CHECK_OUTPUT": str(tmp_path / "shots"),
+    }
     cmd = [sys.executable, "-m", "jupyterlab.browser_check", f"--ServerApp.root_dir={tmp_path}"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")

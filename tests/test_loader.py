@@ -1,4 +1,5 @@
 """The sharded batch loader: pure (seed, step) order, restarts, streaming, 8 host devices, two processes."""
+
 import json
 import os
 import socket
@@ -12,7 +13,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import aios_lab as aios
-from aios_lab.data import store
+from aios_lab.data import zarr_store
 from aios_lab.data.loader import Loader
 from aios_lab.errors import AiosError
 
@@ -22,7 +23,7 @@ ROWS, FEATURES = 1000, 6
 @pytest.fixture
 def ds(monkeypatch):
     """1000 rows whose first feature is the row id, stored in 10 chunks of 100 rows."""
-    monkeypatch.setattr(store, "CHUNK_BYTES", 100 * FEATURES * 4)
+    monkeypatch.setattr(zarr_store, "CHUNK_BYTES", 100 * FEATURES * 4)
     x = np.random.default_rng(0).standard_normal((ROWS, FEATURES)).astype(np.float32)
     x[:, 0] = np.arange(ROWS)
     return aios.dataset("ids", "vars:x,y", split="train=1", user_ns={"x": x, "y": np.arange(ROWS) % 10})
@@ -138,10 +139,22 @@ def test_two_processes_each_read_only_their_slice(ds, aios_home, tmp_path):
         port = s.getsockname()[1]
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = {**os.environ, "AIOS_HOME": str(aios_home), "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    procs = [subprocess.Popen([sys.executable, str(script), f"127.0.0.1:{port}", str(i)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    env = {
+        **os.environ,
+        "AIOS_HOME": str(aios_home),
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), f"127.0.0.1:{port}", str(i)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     results = [json.loads(o[0].split("RESULT ", 1)[1]) for o in outs]

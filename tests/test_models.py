@@ -1,4 +1,5 @@
 """Model specs: built-ins, module targets, %%aios model cells (content-hashed versions), output checks."""
+
 import jax
 import numpy as np
 import pytest
@@ -36,13 +37,16 @@ def _out(model, x):
     return jax.eval_shape(model.apply, params, x).shape
 
 
-@pytest.mark.parametrize("name, shape, task, n, x, out", [
-    ("mlp", (64,), "classification", 10, np.zeros((4, 64), np.float32), (4, 10)),
-    ("cnn", (64,), "classification", 10, np.zeros((4, 64), np.float32), (4, 10)),
-    ("cnn", (8, 8, 3), "classification", 5, np.zeros((4, 8, 8, 3), np.float32), (4, 5)),
-    ("mlp", (3,), "regression", 1, np.zeros((4, 3), np.float32), (4, 1)),
-    ("gpt", (16,), "lm", 256, np.zeros((4, 16), np.int32), (4, 16, 256)),
-])
+@pytest.mark.parametrize(
+    "name, shape, task, n, x, out",
+    [
+        ("mlp", (64,), "classification", 10, np.zeros((4, 64), np.float32), (4, 10)),
+        ("cnn", (64,), "classification", 10, np.zeros((4, 64), np.float32), (4, 10)),
+        ("cnn", (8, 8, 3), "classification", 5, np.zeros((4, 8, 8, 3), np.float32), (4, 5)),
+        ("mlp", (3,), "regression", 1, np.zeros((4, 3), np.float32), (4, 1)),
+        ("gpt", (16,), "lm", 256, np.zeros((4, 16), np.int32), (4, 16, 256)),
+    ],
+)
 def test_builtins_fit_their_task(name, shape, task, n, x, out):
     spec = models.resolve(name, **({"d_model": 32, "n_layers": 1} if name == "gpt" else {}))
     assert spec["kind"] == "builtin"
@@ -93,14 +97,20 @@ def test_define_init_apply_functions():
     assert _out(model, np.ones((5, 7), np.float32)) == (5, 3)
 
 
-@pytest.mark.parametrize("source, match", [
-    ("import no_such_package_xyz", "failed to run"),
-    ("def broken(:\n  pass", "failed to run"),
-    ("x = 1", "must define"),
-    ("import jax.numpy as jnp\ndef init(rng, x):\n    return {}\ndef apply(p, x):\n    return jnp.zeros((x.shape[0], 2))",
-     "does not fit"),
-    ("def init(rng, x):\n    raise ValueError('boom')\ndef apply(p, x):\n    return x", "does not initialise"),
-])
+@pytest.mark.parametrize(
+    "source, match",
+    [
+        ("import no_such_package_xyz", "failed to run"),
+        ("def broken(:\n  pass", "failed to run"),
+        ("x = 1", "must define"),
+        (
+            "import jax.numpy as jnp\ndef init(rng, x):\n    return {}\n"
+            "def apply(p, x):\n    return jnp.zeros((x.shape[0], 2))",
+            "does not fit",
+        ),
+        ("def init(rng, x):\n    raise ValueError('boom')\ndef apply(p, x):\n    return x", "does not initialise"),
+    ],
+)
 def test_bad_cells_are_refused_and_not_stored(source, match):
     with pytest.raises(AiosError, match=match):
         models.define("bad", source)

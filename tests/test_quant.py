@@ -1,4 +1,5 @@
 """Compression numerics against float64 references of the same quantisation; storage; the jitted forward."""
+
 import functools
 
 import jax
@@ -7,10 +8,18 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from aios_lab.compress import store
+from aios_lab.compress import params_file
 from aios_lab.compress.qmodel import QForward, device_bytes
-from aios_lab.compress.quant import (QTensor, compress_params, compress_tensor, dequantize_params, leaf_paths,
-                                     pack_int4, parse_method, unpack_int4)
+from aios_lab.compress.quant import (
+    QTensor,
+    compress_params,
+    compress_tensor,
+    dequantize_params,
+    leaf_paths,
+    pack_int4,
+    parse_method,
+    unpack_int4,
+)
 from aios_lab.errors import AiosError
 
 RNG = np.random.default_rng(0)
@@ -50,7 +59,7 @@ def ref_int4(w, group, scale_dtype, keep=None):
     r = w2.shape[0]
     s_rows = np.empty_like(w2)
     for g0 in range(0, r, group):
-        s_rows[g0:g0 + group] = ref_scale(np.abs(w2[g0:g0 + group]).max(0), 7, scale_dtype)
+        s_rows[g0 : g0 + group] = ref_scale(np.abs(w2[g0 : g0 + group]).max(0), 7, scale_dtype)
     q = np.clip(np.rint(w2 / s_rows), -7, 7)
     return q, (q * s_rows).reshape(w.shape)
 
@@ -66,8 +75,20 @@ def test_method_parsing_and_canonical_names():
     assert parse_method("int4:128").name == "int4:128" and parse_method("int4:128").variant == "int4-128"
     m = parse_method("int8+prune:0.5")
     assert (m.quant, m.prune, m.name, m.variant) == ("int8", 0.5, "prune:0.5+int8", "prune-0.5-int8")
-    for bad in ["int3", "fp8", "", "prune", "prune:0", "prune:1", "prune:1.5", "prune:-0.1", "prune:x",
-                "int8+int4", "prune:0.5+prune:0.2", "int4:100"]:
+    for bad in [
+        "int3",
+        "fp8",
+        "",
+        "prune",
+        "prune:0",
+        "prune:1",
+        "prune:1.5",
+        "prune:-0.1",
+        "prune:x",
+        "int8+int4",
+        "prune:0.5+prune:0.2",
+        "int4:100",
+    ]:
         with pytest.raises(AiosError) as e:
             parse_method(bad)
         assert "\n" not in str(e.value)
@@ -104,8 +125,8 @@ def test_int4_packing_round_trips_every_value():
     q = np.tile(np.arange(-8, 8, dtype=np.int8), 3)[:-1]  # odd length
     packed = pack_int4(q)
     assert packed.size == (q.size + 1) // 2
-    np.testing.assert_array_equal(np.asarray(unpack_int4(jnp.asarray(packed)))[:q.size], q)
-    np.testing.assert_array_equal(unpack_int4(packed, np)[:q.size], q)
+    np.testing.assert_array_equal(np.asarray(unpack_int4(jnp.asarray(packed)))[: q.size], q)
+    np.testing.assert_array_equal(unpack_int4(packed, np)[: q.size], q)
 
 
 def test_bf16_matches_float64_reference():
@@ -122,7 +143,7 @@ def test_pruning_keeps_the_largest_and_stores_only_them(method):
     t = compress_tensor(w, m)
     d = deq(t)
     k = round(m.prune * w.size)
-    keep = np.unpackbits(t.mask)[:w.size].astype(bool).reshape(w.shape)
+    keep = np.unpackbits(t.mask)[: w.size].astype(bool).reshape(w.shape)
     assert (~keep).sum() == k
     assert np.abs(w[~keep]).max() <= np.abs(w[keep]).min()  # magnitude pruning
     assert np.all(d[~keep] == 0)
@@ -201,15 +222,16 @@ def test_store_round_trip_and_safetensors_compatibility(tmp_path, method):
     _, params = cnn_params()
     q, _ = compress_params(params, method)
     path = tmp_path / "p.safetensors"
-    store.save_tree(path, q)
-    back = store.load_tree(path)
+    params_file.save_tree(path, q)
+    back = params_file.load_tree(path)
     la, lb = jax.tree.leaves(q), jax.tree.leaves(back)
     assert len(la) == len(lb) and all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(la, lb))
     assert jax.tree.structure(q) == jax.tree.structure(back)
     import safetensors
+
     names = {name for name, _ in safetensors.deserialize(path.read_bytes())}
     assert "params/Conv_0/bias" in names and any(n.endswith("::q") for n in names)
     raw = path.read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(AiosError, match="not a valid safetensors"):
-        store.load_tree(tmp_path / "cut.safetensors")
+        params_file.load_tree(tmp_path / "cut.safetensors")

@@ -1,4 +1,5 @@
 """The registry with in-memory models: publish -> load -> predict, tamper detection, aliases, audit, bad input."""
+
 import functools
 import json
 import os
@@ -32,13 +33,17 @@ def _mlp():
 
 def publish(name="digits", params=None, **kw):
     spec, _, p = _mlp()
-    return registry.publish_params(name, spec, p if params is None else params, task="classification",
-                                   input_shape=(8, 8), n_outputs=10, **kw)
+    return registry.publish_params(
+        name, spec, p if params is None else params, task="classification", input_shape=(8, 8), n_outputs=10, **kw
+    )
 
 
 def audit(action=None):
-    return [(r["action"], r["object"], json.loads(r["details"])) for r in
-            catalog().query("SELECT * FROM audit ORDER BY id") if action in (None, r["action"])]
+    return [
+        (r["action"], r["object"], json.loads(r["details"]))
+        for r in catalog().query("SELECT * FROM audit ORDER BY id")
+        if action in (None, r["action"])
+    ]
 
 
 def snapshot(home):
@@ -51,13 +56,21 @@ def test_publish_load_predict_equals_the_in_memory_model(aios_home):
     assert (mv.name, mv.version) == ("digits", 1)
     path = aios_home / "models" / "digits" / "v1"
     assert mv.path == str(path)
-    assert sorted(os.listdir(path)) == ["lineage.json", "manifest.json", "metrics.json", "model.json",
-                                        "params.safetensors", "signature.json"]
+    assert sorted(os.listdir(path)) == [
+        "lineage.json",
+        "manifest.json",
+        "metrics.json",
+        "model.json",
+        "params.safetensors",
+        "signature.json",
+    ]
     assert not any(os.stat(path / f).st_mode & 0o222 for f in os.listdir(path))  # read-only files
     m = registry.load("digits")
     assert (m.name, m.version, m.path) == ("digits", 1, path)
-    assert m.signature == {"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 8, 8]}],
-                           "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]}
+    assert m.signature == {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 8, 8]}],
+        "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}],
+    }
     assert m.metadata["metrics"] == {"accuracy": pytest.approx(0.9)}
     lin = m.metadata["lineage"]
     assert lin["dataset"] == "digits" and len(lin["code_hash"]) == 64 and lin["method"] is None
@@ -134,8 +147,12 @@ def test_aliases_move_and_resolve_and_the_audit_log_records_it(aios_home):
         registry.load("nope")
     rows = audit()
     actions = [(a, o) for a, o, _ in rows]
-    assert actions[:4] == [("publish", "digits:v1"), ("alias", "digits@production"), ("publish", "digits:v2"),
-                           ("alias", "digits@staging")]
+    assert actions[:4] == [
+        ("publish", "digits:v1"),
+        ("alias", "digits@production"),
+        ("publish", "digits:v2"),
+        ("alias", "digits@staging"),
+    ]
     moved = [d for a, o, d in rows if a == "alias" and d["previous"] == 1]
     assert moved and moved[0]["version"] == 2 and len(moved[0]["manifest_sha256"]) == 64
     loads = [d for a, _, d in rows if a == "load"]
@@ -169,8 +186,9 @@ def test_bad_input_gives_one_line_and_writes_nothing(aios_home):
         lambda: publish(alias="no spaces"),
         lambda: publish(params=wrong),
         lambda: publish(method="int3"),
-        lambda: registry.publish_params("m", {"kind": "builtin", "name": "mlp"}, params, task="ranking",
-                                        input_shape=(8, 8), n_outputs=10),
+        lambda: registry.publish_params(
+            "m", {"kind": "builtin", "name": "mlp"}, params, task="ranking", input_shape=(8, 8), n_outputs=10
+        ),
         lambda: publish(metrics={"x": object()}),
     ]
     for case in cases:
@@ -182,8 +200,10 @@ def test_bad_input_gives_one_line_and_writes_nothing(aios_home):
 
 
 def test_verbs_models_model_show_alias_and_audit(aios_home):
-    publish(metrics={"accuracy": 0.97}, lineage={"job": "j1", "checkpoint_step": 60, "dataset": "digits",
-                                                 "dataset_version": 1})
+    publish(
+        metrics={"accuracy": 0.97},
+        lineage={"job": "j1", "checkpoint_step": 60, "dataset": "digits", "dataset_version": 1},
+    )
     publish()
     text = str(run("models"))
     assert "digits" in text and "accuracy 0.97" in text and "j1@60" in text

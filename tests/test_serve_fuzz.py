@@ -2,6 +2,7 @@
 
 It drives the ASGI app in-process (the same app the server process runs), with a real registry model.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -40,6 +41,7 @@ async def served(scope, receive, send):
                 return
     await APP(scope, receive, send)
 
+
 with aios_home(_HOME):
     schema = schemathesis.openapi.from_asgi("/openapi.json", served, headers={"Authorization": f"Bearer {ADMIN}"})
 
@@ -50,8 +52,9 @@ def fuzz_home(monkeypatch):
 
 
 @schema.parametrize()
-@settings(max_examples=int(os.environ.get("AIOS_FUZZ_EXAMPLES", "12")), deadline=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=int(os.environ.get("AIOS_FUZZ_EXAMPLES", "12")), deadline=None, suppress_health_check=list(HealthCheck)
+)
 def test_openapi_fuzz_finds_no_5xx(case):
     # A schema-valid infer body can still disagree with the model (shape, datatype): 400 is right there.
     excluded = [positive_data_acceptance] if case.operation.path.endswith("/infer") else []

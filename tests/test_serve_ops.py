@@ -3,6 +3,7 @@ load call, a bounded soak with concurrent clients, and a graceful drain on SIGTE
 
 ``AIOS_SOAK_SECONDS`` lengthens the soak (``make soak``); by default it runs a few seconds.
 """
+
 from __future__ import annotations
 
 import os
@@ -137,9 +138,15 @@ def test_soak_concurrent_clients_zero_errors(srv, home):
     version = served_version(srv)  # 2 after the hot swap test; 1 when run alone (make soak)
     expected = predict(version)
     xb = X.tobytes()
-    bin_body, bin_hdr = binary_body({"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32",
-                                                 "parameters": {"binary_data_size": len(xb)}}],
-                                     "parameters": {"binary_data_output": True}}, xb)
+    bin_body, bin_hdr = binary_body(
+        {
+            "inputs": [
+                {"name": "input", "shape": [2, 4], "datatype": "FP32", "parameters": {"binary_data_size": len(xb)}}
+            ],
+            "parameters": {"binary_data_output": True},
+        },
+        xb,
+    )
     errors, counts = [], []
     stop = time.monotonic() + seconds
 
@@ -198,9 +205,20 @@ def test_sigterm_drains_requests_in_flight(srv, home):
     import aios_lab as aios
 
     x = np.random.default_rng(3).normal(size=(4096, 4)).astype(np.float32)
-    body, hdr = binary_body({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
-                                         "parameters": {"binary_data_size": x.nbytes}}],
-                             "parameters": {"binary_data_output": True}}, x.tobytes())
+    body, hdr = binary_body(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        },
+        x.tobytes(),
+    )
     started = threading.Event()
 
     def slow_body():
@@ -213,8 +231,9 @@ def test_sigterm_drains_requests_in_flight(srv, home):
 
     def call():
         with httpx.Client(base_url=srv.url, headers=srv.headers(), timeout=60) as c:
-            result["r"] = c.post("/v2/models/tiny/infer", content=slow_body(),
-                                 headers={**hdr, "Content-Length": str(len(body))})
+            result["r"] = c.post(
+                "/v2/models/tiny/infer", content=slow_body(), headers={**hdr, "Content-Length": str(len(body))}
+            )
 
     t = threading.Thread(target=call)
     t.start()
@@ -227,8 +246,10 @@ def test_sigterm_drains_requests_in_flight(srv, home):
     head, data = split_binary(r)
     from aios_lab import registry
 
-    np.testing.assert_array_equal(np.frombuffer(data, np.float32).reshape(4096, 3),
-                                  registry.load("tiny", int(head["model_version"]), audit=False).predict(x))
+    np.testing.assert_array_equal(
+        np.frombuffer(data, np.float32).reshape(4096, 3),
+        registry.load("tiny", int(head["model_version"]), audit=False).predict(x),
+    )
     deadline = time.monotonic() + 30
     while srv.ep.alive() and time.monotonic() < deadline:
         time.sleep(0.05)

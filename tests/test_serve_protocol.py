@@ -1,5 +1,6 @@
 """The V2 routes over real HTTP on 127.0.0.1: JSON and binary tensors, httpx and tritonclient unchanged,
 auth and roles, every bad input of the issue, and batched results identical to one-by-one results."""
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -44,8 +45,9 @@ def client(srv):
 @pytest.fixture(scope="module")
 def reference(srv):
     """The registry's own predict, the ground truth for every response."""
-    from aios_lab import registry
     from test_serve_support import aios_home
+
+    from aios_lab import registry
 
     with aios_home(srv.home):
         return registry.load("tiny", "production", audit=False)
@@ -102,9 +104,15 @@ def test_json_infer_nested_and_flat_with_id(client, reference):
 
 def test_binary_infer_both_ways(client, reference):
     x = rows(3, seed=1)
-    body, hdr = binary_body({"inputs": [{"name": "input", "shape": [3, 4], "datatype": "FP32",
-                                         "parameters": {"binary_data_size": x.nbytes}}],
-                             "parameters": {"binary_data_output": True}}, x.tobytes())
+    body, hdr = binary_body(
+        {
+            "inputs": [
+                {"name": "input", "shape": [3, 4], "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}
+            ],
+            "parameters": {"binary_data_output": True},
+        },
+        x.tobytes(),
+    )
     r = client.post("/v2/models/tiny/infer", content=body, headers=hdr)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/octet-stream"
@@ -113,13 +121,20 @@ def test_binary_infer_both_ways(client, reference):
     assert out["parameters"]["binary_data_size"] == len(data) == 3 * 3 * 4
     np.testing.assert_array_equal(np.frombuffer(data, np.float32).reshape(3, 3), reference.predict(x))
     # binary in, JSON out (per-output binary_data false wins over the default)
-    body, hdr = binary_body({"inputs": [{"name": "input", "shape": [3, 4], "datatype": "FP32",
-                                         "parameters": {"binary_data_size": x.nbytes}}],
-                             "outputs": [{"name": "logits", "parameters": {"binary_data": False}}]}, x.tobytes())
+    body, hdr = binary_body(
+        {
+            "inputs": [
+                {"name": "input", "shape": [3, 4], "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}
+            ],
+            "outputs": [{"name": "logits", "parameters": {"binary_data": False}}],
+        },
+        x.tobytes(),
+    )
     r = client.post("/v2/models/tiny/infer", content=body, headers=hdr)
     assert r.headers["content-type"] == "application/json"
-    np.testing.assert_array_equal(np.asarray(r.json()["outputs"][0]["data"], np.float32).reshape(3, 3),
-                                  reference.predict(x))
+    np.testing.assert_array_equal(
+        np.asarray(r.json()["outputs"][0]["data"], np.float32).reshape(3, 3), reference.predict(x)
+    )
 
 
 def test_raw_binary_request(client, reference):
@@ -134,12 +149,14 @@ def test_compressed_request_and_response(client, reference):
     x = rows(64, seed=3)
     raw = orjson.dumps(infer_json(x))
     for enc, packed in (("gzip", gzip.compress(raw)), ("deflate", zlib.compress(raw))):
-        r = client.post("/v2/models/tiny/infer", content=packed,
-                        headers={"Content-Encoding": enc, "Accept-Encoding": enc})
+        r = client.post(
+            "/v2/models/tiny/infer", content=packed, headers={"Content-Encoding": enc, "Accept-Encoding": enc}
+        )
         assert r.status_code == 200, r.text
         assert r.headers.get("content-encoding") == enc  # httpx decoded it for us
-        np.testing.assert_array_equal(np.asarray(r.json()["outputs"][0]["data"], np.float32).reshape(64, 3),
-                                      reference.predict(x))
+        np.testing.assert_array_equal(
+            np.asarray(r.json()["outputs"][0]["data"], np.float32).reshape(64, 3), reference.predict(x)
+        )
     # metadata is never compressed (tritonclient.http.aio cannot read it)
     assert "content-encoding" not in client.get("/v2/models/tiny", headers={"Accept-Encoding": "gzip"}).headers
 
@@ -163,11 +180,13 @@ def test_tritonclient_unchanged(srv, reference):
     assert res.get_response()["id"] == "t1"
     inp = tc.InferInput("input", list(x.shape), "FP32")
     inp.set_data_from_numpy(x, binary_data=False)
-    res = client.infer("tiny", [inp], outputs=[tc.InferRequestedOutput("logits", binary_data=False)],
-                       headers=h(), model_version="1")
+    res = client.infer(
+        "tiny", [inp], outputs=[tc.InferRequestedOutput("logits", binary_data=False)], headers=h(), model_version="1"
+    )
     np.testing.assert_array_equal(res.as_numpy("logits"), reference.predict(x))
-    res = client.infer("tiny", [inp], headers=h(), request_compression_algorithm="gzip",
-                       response_compression_algorithm="deflate")
+    res = client.infer(
+        "tiny", [inp], headers=h(), request_compression_algorithm="gzip", response_compression_algorithm="deflate"
+    )
     np.testing.assert_array_equal(res.as_numpy("logits"), reference.predict(x))
     index = client.get_model_repository_index(headers=h("admin"))
     assert {"name": "tiny", "version": "1", "state": "READY", "reason": ""} in index
@@ -197,8 +216,7 @@ def test_batched_results_identical_to_one_by_one(srv, client):
 
     def call(x):
         with httpx.Client(base_url=srv.url, headers=srv.headers(), timeout=30) as c:
-            return [c.post("/v2/models/tiny/infer", json=infer_json(x)).json()["outputs"][0]["data"]
-                    for _ in range(3)]
+            return [c.post("/v2/models/tiny/infer", json=infer_json(x)).json()["outputs"][0]["data"] for _ in range(3)]
 
     with cf.ThreadPoolExecutor(16) as pool:
         together = list(pool.map(call, xs))
@@ -212,10 +230,11 @@ def test_batched_results_identical_to_one_by_one(srv, client):
 
 def _batch_stats(client) -> tuple[float, float]:
     text = client.get("/metrics").text
-    count = sum(float(l.split()[-1]) for l in text.splitlines()
-                if l.startswith('aios_serve_batch_size_count{model="tiny"'))
-    total = sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith('aios_serve_batch_size_sum{model="tiny"'))
-    return count, total
+
+    def summed(name):
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + '{model="tiny"'))
+
+    return summed("aios_serve_batch_size_count"), summed("aios_serve_batch_size_sum")
 
 
 def test_metrics_and_access_log(srv, client):
@@ -314,8 +333,10 @@ def test_bad_binary_input(client, case):
     ihcl, size_delta, msg = BAD_BINARY[case]
     x = rows(2)
     size = x.nbytes + (size_delta if isinstance(size_delta, int) else 0)
-    body, hdr = binary_body({"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32",
-                                         "parameters": {"binary_data_size": size}}]}, x.tobytes())
+    body, hdr = binary_body(
+        {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "parameters": {"binary_data_size": size}}]},
+        x.tobytes(),
+    )
     if size_delta == "extra":
         body += b"\0\0\0\0"
     if ihcl is not None:
@@ -331,11 +352,13 @@ def test_raw_body_of_partial_rows(client):
 
 
 def test_unknown_model_version_route_and_method(client):
-    for path, status, msg in (("/v2/models/nosuch", 404, "unknown model"),
-                              ("/v2/models/tiny/versions/9", 404, "no loaded version '9'"),
-                              ("/v2/models/tiny/versions/staging/ready", 404, "no loaded version"),
-                              ("/v2/models/tiny/bogus", 404, "no route"),
-                              ("/nowhere", 404, "no route")):
+    for path, status, msg in (
+        ("/v2/models/nosuch", 404, "unknown model"),
+        ("/v2/models/tiny/versions/9", 404, "no loaded version '9'"),
+        ("/v2/models/tiny/versions/staging/ready", 404, "no loaded version"),
+        ("/v2/models/tiny/bogus", 404, "no route"),
+        ("/nowhere", 404, "no route"),
+    ):
         r = client.get(path)
         assert r.status_code == status and msg in r.json()["error"], (path, r.text)
     r = client.post("/v2/models/nosuch/infer", json=infer_json(rows(1)))
@@ -380,12 +403,14 @@ def test_repository_bad_input(srv):
         assert r.status_code == 501
         assert c.post("/v2/repository/index", json={"ready": "yes"}).status_code == 400
         assert c.post("/v2/repository/index", json={"ready": True}).json() == [
-            {"name": "tiny", "version": "1", "state": "READY", "reason": ""}]
+            {"name": "tiny", "version": "1", "state": "READY", "reason": ""}
+        ]
 
 
 def test_server_unharmed_after_bad_input(client, reference):
     assert client.get("/v2/health/ready").status_code == 200
     x = rows(4, seed=9)
     r = client.post("/v2/models/tiny/infer", json=infer_json(x))
-    np.testing.assert_array_equal(np.asarray(r.json()["outputs"][0]["data"], np.float32).reshape(4, 3),
-                                  reference.predict(x))
+    np.testing.assert_array_equal(
+        np.asarray(r.json()["outputs"][0]["data"], np.float32).reshape(4, 3), reference.predict(x)
+    )

@@ -3,6 +3,7 @@
 Every server here is a real ``python -m aios_lab.serve`` process on a free 127.0.0.1 port, serving
 real registry versions of a tiny mlp; each test module stops the server it started.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,8 +16,14 @@ import pytest
 from aios_lab.procs import free_port
 
 
-def publish_tiny(name: str = "tiny", seed: int = 0, alias: str | None = "production", width: int = 16,
-                 features: int = 4, classes: int = 3):
+def publish_tiny(
+    name: str = "tiny",
+    seed: int = 0,
+    alias: str | None = "production",
+    width: int = 16,
+    features: int = 4,
+    classes: int = 3,
+):
     """Publish a real registry version of a small mlp (features -> classes); returns the ModelVersion."""
     import jax
 
@@ -26,8 +33,9 @@ def publish_tiny(name: str = "tiny", seed: int = 0, alias: str | None = "product
     spec = {"kind": "builtin", "name": "mlp", "config": {"width": width, "depth": 1}}
     model = build(spec, "classification", classes, (features,))
     params = model.init(jax.random.PRNGKey(seed), np.zeros((1, features), np.float32))
-    return registry.publish_params(name, spec, params, task="classification", input_shape=(features,),
-                                   n_outputs=classes, alias=alias)
+    return registry.publish_params(
+        name, spec, params, task="classification", input_shape=(features,), n_outputs=classes, alias=alias
+    )
 
 
 @contextlib.contextmanager

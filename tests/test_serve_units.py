@@ -1,5 +1,6 @@
 """The wire format and the batcher on their own: datatypes (BF16, BOOL, BYTES), binary layouts, limits,
 bucket padding and exact row hand-back. No server, no model files: fast."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,13 +12,14 @@ import orjson
 import pytest
 
 from aios_lab.serve.batching import Batcher, buckets_for
-from aios_lab.serve.protocol import (DATATYPES, ProtocolError, decompress, encode_response,
-                                     parse_infer)
+from aios_lab.serve.protocol import DATATYPES, ProtocolError, decompress, encode_response, parse_infer
 
 
 def sig(datatype="FP32", shape=(-1, 3), out_datatype=None):
-    return {"inputs": [{"name": "x", "datatype": datatype, "shape": list(shape)}],
-            "outputs": [{"name": "y", "datatype": out_datatype or datatype, "shape": list(shape)}]}
+    return {
+        "inputs": [{"name": "x", "datatype": datatype, "shape": list(shape)}],
+        "outputs": [{"name": "y", "datatype": out_datatype or datatype, "shape": list(shape)}],
+    }
 
 
 def binary(header: dict, *chunks: bytes) -> tuple[bytes, str]:
@@ -29,8 +31,14 @@ def binary(header: dict, *chunks: bytes) -> tuple[bytes, str]:
 def test_every_numeric_datatype_round_trips_in_binary(datatype):
     dt = DATATYPES[datatype]
     x = (np.arange(6) % 2).astype(dt).reshape(2, 3)
-    body, n = binary({"inputs": [{"name": "x", "shape": [2, 3], "datatype": datatype,
-                                  "parameters": {"binary_data_size": x.nbytes}}]}, x.tobytes())
+    body, n = binary(
+        {
+            "inputs": [
+                {"name": "x", "shape": [2, 3], "datatype": datatype, "parameters": {"binary_data_size": x.nbytes}}
+            ]
+        },
+        x.tobytes(),
+    )
     req = parse_infer(body, n, sig(datatype))
     assert req.inputs[0].dtype == dt and req.rows == 2
     np.testing.assert_array_equal(req.inputs[0], x)
@@ -43,8 +51,11 @@ def test_every_numeric_datatype_round_trips_in_binary(datatype):
 
 def test_bf16_json_in_and_out():
     x = np.array([[1.5, -2.0, 0.25]], ml_dtypes.bfloat16)
-    req = parse_infer(orjson.dumps({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "BF16",
-                                                "data": [1.5, -2.0, 0.25]}]}), None, sig("BF16"))
+    req = parse_infer(
+        orjson.dumps({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "BF16", "data": [1.5, -2.0, 0.25]}]}),
+        None,
+        sig("BF16"),
+    )
     assert req.inputs[0].dtype == ml_dtypes.bfloat16
     out, hlen = encode_response("m", "1", req, [x], sig("BF16")["outputs"])
     assert hlen is None and orjson.loads(out)["outputs"][0]["data"] == [1.5, -2.0, 0.25]
@@ -52,9 +63,13 @@ def test_bf16_json_in_and_out():
 
 def test_bytes_binary_layout():
     b = len(b"ab").to_bytes(4, "little") + b"ab" + len(b"xyz").to_bytes(4, "little") + b"xyz"
-    body, n = binary({"inputs": [{"name": "x", "shape": [2], "datatype": "BYTES",
-                                  "parameters": {"binary_data_size": len(b)}}]}, b)
-    s = {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [-1]}], "outputs": [{"name": "y", "datatype": "BYTES", "shape": [-1]}]}
+    body, n = binary(
+        {"inputs": [{"name": "x", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": len(b)}}]}, b
+    )
+    s = {
+        "inputs": [{"name": "x", "datatype": "BYTES", "shape": [-1]}],
+        "outputs": [{"name": "y", "datatype": "BYTES", "shape": [-1]}],
+    }
     req = parse_infer(body, n, s)
     assert req.inputs[0].tolist() == [b"ab", b"xyz"]
     req.outputs = [(0, True)]
@@ -63,14 +78,23 @@ def test_bytes_binary_layout():
 
 
 def test_bool_and_int_json_checks():
-    ok = parse_infer(orjson.dumps({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "BOOL",
-                                               "data": [True, False, True]}]}), None, sig("BOOL"))
+    ok = parse_infer(
+        orjson.dumps({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "BOOL", "data": [True, False, True]}]}),
+        None,
+        sig("BOOL"),
+    )
     assert ok.inputs[0].dtype == np.bool_
-    for datatype, data, msg in (("BOOL", [1, 0, 1], "true or false"), ("INT8", [1, 2, 300], "out of range"),
-                                ("INT32", [1.5, 2, 3], "integers")):
+    for datatype, data, msg in (
+        ("BOOL", [1, 0, 1], "true or false"),
+        ("INT8", [1, 2, 300], "out of range"),
+        ("INT32", [1.5, 2, 3], "integers"),
+    ):
         with pytest.raises(ProtocolError, match=msg):
-            parse_infer(orjson.dumps({"inputs": [{"name": "x", "shape": [1, 3], "datatype": datatype,
-                                                  "data": data}]}), None, sig(datatype))
+            parse_infer(
+                orjson.dumps({"inputs": [{"name": "x", "shape": [1, 3], "datatype": datatype, "data": data}]}),
+                None,
+                sig(datatype),
+            )
 
 
 def test_decompress_limits():

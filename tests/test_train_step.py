@@ -1,16 +1,17 @@
 """The jitted step: losses per task, bf16 with fp32 master weights, donation, eval sums, optimisers."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aios_lab.train import mesh as meshlib, models, optim, step as steplib
+from aios_lab.train import models, optim, sharding as shardlib, step as steplib
 
 
 def _setup(name, task, n_out, x, precision="fp32", optimizer="adamw", n_dev=1, lr=1e-2, **cfg):
     model = models.build(models.resolve(name, **cfg), task, n_out, x.shape[1:])
     tx = optim.make_optimizer(optimizer, lr, steps=50, warmup=2, weight_decay=1e-4, clip=1.0)
-    mesh = meshlib.make_mesh(jax.devices()[:n_dev])
+    mesh = shardlib.make_mesh(jax.devices()[:n_dev])
     spec = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
     shardings = steplib.state_shardings(tx, steplib.abstract_state(model, tx, spec), mesh, "dp")
     state = steplib.init_state(model, tx, jax.random.key(0), spec, shardings)

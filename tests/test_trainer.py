@@ -1,4 +1,5 @@
 """The training loop: config round trip, metrics rows, stop + resume bitwise, NaN keeps the last good checkpoint."""
+
 import jax
 import numpy as np
 import pytest
@@ -20,8 +21,17 @@ def digits():
 
 
 def _cfg(**kw):
-    base = dict(model={"kind": "builtin", "name": "mlp", "config": {"width": 64}}, n_devices=8, steps=40,
-                batch=64, lr=3e-3, checkpoint_every=10, eval_every=20, warmup=5, weight_decay=1e-4)
+    base = dict(
+        model={"kind": "builtin", "name": "mlp", "config": {"width": 64}},
+        n_devices=8,
+        steps=40,
+        batch=64,
+        lr=3e-3,
+        checkpoint_every=10,
+        eval_every=20,
+        warmup=5,
+        weight_decay=1e-4,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -46,8 +56,13 @@ def test_batches_are_a_function_of_seed_and_step(digits):
 
 def test_trains_and_reports_metrics(digits, tmp_path):
     rows = []
-    out = train(_cfg(steps=120, checkpoint_every=60, eval_every=60, log_interval_s=0), rows.append, None,
-                tmp_path / "ck", dataset=digits)
+    out = train(
+        _cfg(steps=120, checkpoint_every=60, eval_every=60, log_interval_s=0),
+        rows.append,
+        None,
+        tmp_path / "ck",
+        dataset=digits,
+    )
     train_rows = [r for r in rows if "split" not in r]
     evals = [r for r in rows if r.get("split") == "val"]
     assert {"step", "time", "loss", "accuracy", "examples_per_s", "step_time"} <= set(train_rows[0])

@@ -1,4 +1,5 @@
 """One SQLite catalog (WAL) under AIOS_HOME, shared by kernels, workers, the server and the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -6,9 +7,10 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .. import config
 from .schema import MIGRATIONS
@@ -33,8 +35,11 @@ class Catalog:
         """This thread's connection (a forked child opens its own)."""
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.pid != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                                   check_same_thread=False)
+            if not self.path.exists():  # the catalog holds job configs and model source: 0600
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, config.PRIVATE_FILE))
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
@@ -64,8 +69,10 @@ class Catalog:
     def audit(self, action: str, obj: str, **details: Any) -> None:
         """Append who did what to the audit log."""
         with self.tx() as db:
-            db.execute("INSERT INTO audit (time, user, action, object, details) VALUES (?,?,?,?,?)",
-                       (time.time(), user(), action, obj, json.dumps(details, sort_keys=True)))
+            db.execute(
+                "INSERT INTO audit (time, user, action, object, details) VALUES (?,?,?,?,?)",
+                (time.time(), user(), action, obj, json.dumps(details, sort_keys=True)),
+            )
 
     def _migrate(self) -> None:
         db = self.connect()

@@ -3,6 +3,7 @@
 A variant lives in ``AIOS_HOME/jobs/JOB/variants/VARIANT/`` (``params.safetensors`` + ``report.json``),
 written aside and renamed into place, then recorded in the catalog's ``variants`` table.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ from .. import config
 from ..catalog import catalog
 from ..errors import AiosError
 from ..names import check_name
-from . import store
+from . import params_file
 from .evaluate import Report, evaluate
 from .quant import compress_params, parse_method
 
@@ -41,16 +42,23 @@ def get_job(job: Any) -> Any:
 def train_config(job: Any) -> dict[str, Any]:
     """The job's model spec, task, n_outputs, dataset and dataset version, as the job recorded them."""
     cfg = job.config
-    return {"spec": cfg["train"]["model"], "task": cfg["task"], "n_outputs": cfg["n_outputs"],
-            "dataset": cfg["dataset"], "dataset_version": cfg["dataset_version"]}
+    return {
+        "spec": cfg["train"]["model"],
+        "task": cfg["task"],
+        "n_outputs": cfg["n_outputs"],
+        "dataset": cfg["dataset"],
+        "dataset_version": cfg["dataset_version"],
+    }
 
 
 def resolve_checkpoint(job: Any, checkpoint: str | int | None = "latest") -> int:
     """The step of ``checkpoint`` ("latest", "best" or a step) among the job's finished checkpoints."""
     steps = sorted(job.checkpoints())
     if not steps:
-        raise AiosError(f"job {job.name!r} has no checkpoint yet; wait until it saves one "
-                        f"(`%aios jobs` shows its step) and try again")
+        raise AiosError(
+            f"job {job.name!r} has no checkpoint yet; wait until it saves one "
+            f"(`%aios jobs` shows its step) and try again"
+        )
     if checkpoint is None or checkpoint == "latest":
         return steps[-1]
     if checkpoint == "best":
@@ -87,8 +95,10 @@ def eval_data(ds: Any, task: str, eval: str | None) -> tuple[np.ndarray | None, 
 
         other = get(name)
         if tuple(other.feature_shape) != tuple(ds.feature_shape):
-            raise AiosError(f"--eval {eval}: its features have shape {tuple(other.feature_shape)}, the job's "
-                            f"model takes {tuple(ds.feature_shape)}")
+            raise AiosError(
+                f"--eval {eval}: its features have shape {tuple(other.feature_shape)}, the job's "
+                f"model takes {tuple(ds.feature_shape)}"
+            )
         ds, split = other, split or next((s for s in ("test", "val", "train") if s in other.splits), None)
         if split not in ds.splits:
             raise AiosError(f"--eval {eval}: dataset {name!r} has splits {', '.join(ds.splits)}")
@@ -124,14 +134,16 @@ def find_variant(job_name: str, variant: str) -> dict[str, Any]:
         if r:
             return dict(r)
     have = [r["variant"] for r in variants(job_name)]
-    raise AiosError(f"job {job_name!r} has no variant {variant!r}"
-                    + (f"; it has {', '.join(have)}" if have else f"; make one with %aios compress {job_name} --method ..."))
+    raise AiosError(
+        f"job {job_name!r} has no variant {variant!r}"
+        + (f"; it has {', '.join(have)}" if have else f"; make one with %aios compress {job_name} --method ...")
+    )
 
 
 def load_variant(job_name: str, variant: str) -> tuple[Any, dict[str, Any]]:
     """(compressed params, catalog row) of a job's variant."""
     row = find_variant(job_name, variant)
-    return store.load_tree(Path(row["path"]) / "params.safetensors"), row
+    return params_file.load_tree(Path(row["path"]) / "params.safetensors"), row
 
 
 def _write_variant(job_name: str, variant: str, qparams: Any, report: Report) -> Path:
@@ -141,7 +153,7 @@ def _write_variant(job_name: str, variant: str, qparams: Any, report: Report) ->
     tmp = root / f".tmp-{variant}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        store.save_tree(tmp / "params.safetensors", qparams)
+        params_file.save_tree(tmp / "params.safetensors", qparams)
         report.path = str(final)
         (tmp / "report.json").write_text(json.dumps(report.to_json(), indent=1, default=_num))
         old = None
@@ -164,8 +176,14 @@ def _num(v: Any) -> Any:
 
 
 # -- the verb's twin --------------------------------------------------------------------------------
-def compress(job: Any, method: str, eval: str | None = None, checkpoint: str | int | None = "latest",
-             batch: int = 256, save: bool = True) -> Report:
+def compress(
+    job: Any,
+    method: str,
+    eval: str | None = None,
+    checkpoint: str | int | None = "latest",
+    batch: int = 256,
+    save: bool = True,
+) -> Report:
     """Compress a job's checkpoint with ``method``, compare it with the original, keep it as a variant.
 
     >>> rep = aios.compress("digits-mlp", "int8")          # evaluated on the dataset's val split
@@ -189,11 +207,19 @@ def compress(job: Any, method: str, eval: str | None = None, checkpoint: str | i
         return report
     path = _write_variant(j.name, m.variant, qparams, report)
     with catalog().tx() as db:
-        db.execute("INSERT OR REPLACE INTO variants (job, variant, method, checkpoint_step, path, report, created) "
-                   "VALUES (?,?,?,?,?,?,?)", (j.name, m.variant, m.name, step, str(path),
-                                              json.dumps(report.to_json(), default=_num), time.time()))
-    catalog().audit("compress", f"{j.name}/{m.variant}", method=m.name, checkpoint_step=step,
-                    bytes=report.bytes_after, ratio=round(report.ratio, 3))
+        db.execute(
+            "INSERT OR REPLACE INTO variants (job, variant, method, checkpoint_step, path, report, created) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (j.name, m.variant, m.name, step, str(path), json.dumps(report.to_json(), default=_num), time.time()),
+        )
+    catalog().audit(
+        "compress",
+        f"{j.name}/{m.variant}",
+        method=m.name,
+        checkpoint_step=step,
+        bytes=report.bytes_after,
+        ratio=round(report.ratio, 3),
+    )
     return report
 
 

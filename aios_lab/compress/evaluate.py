@@ -1,9 +1,11 @@
 """Side-by-side evaluation of a model and its compressed variant: bytes, metric, logits, forward time."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -95,19 +97,39 @@ class Report:
         pts = self.metric in ("accuracy", "token_accuracy")
         delta = self.delta
         rows: list[list[Any]] = [
-            ["bytes (all parameters)", fmt_bytes(self.bytes_before), fmt_bytes(self.bytes_after),
-             f"{self.ratio:.2f}x smaller"],
-            ["bytes (weight tensors)", fmt_bytes(self.weight_bytes_before), fmt_bytes(self.weight_bytes_after),
-             f"{self.weight_ratio:.2f}x smaller"],
+            [
+                "bytes (all parameters)",
+                fmt_bytes(self.bytes_before),
+                fmt_bytes(self.bytes_after),
+                f"{self.ratio:.2f}x smaller",
+            ],
+            [
+                "bytes (weight tensors)",
+                fmt_bytes(self.weight_bytes_before),
+                fmt_bytes(self.weight_bytes_after),
+                f"{self.weight_ratio:.2f}x smaller",
+            ],
         ]
         if self.metric_before is not None:
-            rows.append([self.metric, f"{self.metric_before:.4f}", f"{self.metric_after:.4f}",
-                         f"{100 * delta:+.2f} pts" if pts else f"{delta:+.4g}"])
+            rows.append(
+                [
+                    self.metric,
+                    f"{self.metric_before:.4f}",
+                    f"{self.metric_after:.4f}",
+                    f"{100 * delta:+.2f} pts" if pts else f"{delta:+.4g}",
+                ]
+            )
         if self.max_abs_logit_diff is not None:
             rows.append(["max |logit difference|", "-", f"{self.max_abs_logit_diff:.4g}", ""])
         if self.forward_s_before is not None:
-            rows.append([f"forward per batch of {self.batch}", f"{1e3 * self.forward_s_before:.3f} ms",
-                         f"{1e3 * self.forward_s_after:.3f} ms", f"{self.speed:.2f}x the time"])
+            rows.append(
+                [
+                    f"forward per batch of {self.batch}",
+                    f"{1e3 * self.forward_s_before:.3f} ms",
+                    f"{1e3 * self.forward_s_after:.3f} ms",
+                    f"{self.speed:.2f}x the time",
+                ]
+            )
         for k in self.kept_float:
             rows.append(["kept in float", k["path"], "", k["reason"]])
         where = f" of {self.job}@{self.checkpoint_step}" if self.job else ""
@@ -123,25 +145,43 @@ class Report:
         return self.table()._repr_html_()
 
 
-def evaluate(apply: Callable[[Any, Any], Any], params: Any, qparams: Any, info: dict[str, Any], task: str,
-             x: np.ndarray | None = None, y: np.ndarray | None = None, *, batch: int = 256,
-             repeats: int = 30, eval_name: str | None = None) -> Report:
+def evaluate(
+    apply: Callable[[Any, Any], Any],
+    params: Any,
+    qparams: Any,
+    info: dict[str, Any],
+    task: str,
+    x: np.ndarray | None = None,
+    y: np.ndarray | None = None,
+    *,
+    batch: int = 256,
+    repeats: int = 30,
+    eval_name: str | None = None,
+) -> Report:
     """Compare ``params`` with ``qparams`` (from ``compress_params``; ``info`` its second result) on ``(x, y)``.
 
     Without data only the sizes are reported. Forward time is the median over ``repeats`` jitted calls on
     one batch of ``batch`` rows (the variant dequantises inside its jit, as it would when served).
     """
     m = parse_method(info["method"])
-    rep = Report(method=m.name, variant=m.variant, task=task, metric=metric_name(task),
-                 bytes_before=info["bytes_before"], bytes_after=info["bytes_after"],
-                 weight_bytes_before=info["weight_bytes_before"], weight_bytes_after=info["weight_bytes_after"],
-                 kept_float=list(info.get("kept_float", [])), eval=eval_name)
+    rep = Report(
+        method=m.name,
+        variant=m.variant,
+        task=task,
+        metric=metric_name(task),
+        bytes_before=info["bytes_before"],
+        bytes_after=info["bytes_after"],
+        weight_bytes_before=info["weight_bytes_before"],
+        weight_bytes_after=info["weight_bytes_after"],
+        kept_float=list(info.get("kept_float", [])),
+        eval=eval_name,
+    )
     if x is None or len(x) == 0:
         return rep
     ref, var = QForward(apply, params), QForward(apply, qparams)
     sums, count, diff = [0.0, 0.0], 0, 0.0
     for i in range(0, len(x), batch):  # batch by batch: an lm's logits for a whole split would not fit
-        xb_, yb = x[i:i + batch], y[i:i + batch]
+        xb_, yb = x[i : i + batch], y[i : i + batch]
         a, b = ref(xb_), var(xb_)
         n = int(np.prod(a.shape[:-1])) if task in ("classification", "lm") else len(a)
         sums[0] += score(task, a, yb) * n

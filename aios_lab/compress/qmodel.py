@@ -4,9 +4,11 @@ dequantised inside the compiled function, never expanded back to float32 at load
 >>> fwd = QForward(model.apply, qparams)      # qparams from compress_params, or plain float params
 >>> logits = fwd(x)                           # numpy in, numpy out, any batch size
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -17,6 +17,7 @@ point, or holding NaN/inf) stays in float and is named in ``info["kept_float"]``
 A compressed tensor is a :class:`QTensor`, a JAX pytree node whose leaves stay int8/uint8/bf16, so a
 jitted function can take it as an argument and dequantise inside the trace (see ``qmodel``).
 """
+
 from __future__ import annotations
 
 import math
@@ -68,7 +69,7 @@ class Method:
         return self.name
 
 
-def parse_method(method: "str | Method") -> Method:
+def parse_method(method: str | Method) -> Method:
     """``"prune:0.5+int8"`` -> Method(quant="int8", prune=0.5); a one-line AiosError for anything else."""
     if isinstance(method, Method):
         return method
@@ -88,7 +89,9 @@ def parse_method(method: "str | Method") -> Method:
             except ValueError:
                 prune = math.nan
             if not 0.0 < prune < 1.0:
-                raise AiosError(f"pruning fraction in {part!r} must be a number strictly between 0 and 1, e.g. prune:0.5")
+                raise AiosError(
+                    f"pruning fraction in {part!r} must be a number strictly between 0 and 1, e.g. prune:0.5"
+                )
             continue
         if quant is not None:
             raise AiosError(f"method {method!r} names two quantisers ({quant}, {part}); pick one")
@@ -135,8 +138,13 @@ class QTensor:
         return int(np.prod(self.shape))
 
     def meta(self) -> dict[str, Any]:
-        return {"shape": list(self.shape), "dtype": self.dtype, "kind": self.kind, "group": self.group,
-                "pruned": self.mask is not None}
+        return {
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "kind": self.kind,
+            "group": self.group,
+            "pruned": self.mask is not None,
+        }
 
     def dequantize(self, xp: Any = jnp) -> Any:
         """The dense tensor. With ``xp=jnp`` this traces into the caller's jit (nothing expands before)."""
@@ -283,15 +291,22 @@ def _path(keys: Any) -> str:
     return "/".join(next((str(getattr(k, a)) for a in ("key", "idx", "name") if hasattr(k, a)), str(k)) for k in keys)
 
 
-def compress_params(params: Any, method: "str | Method") -> tuple[Any, dict[str, Any]]:
+def compress_params(params: Any, method: str | Method) -> tuple[Any, dict[str, Any]]:
     """Compress every weight tensor of ``params`` by ``method``; returns ``(tree, info)``.
 
     ``info``: method, bytes before/after (all parameters, and the weight tensors alone), per-tensor rows,
     and ``kept_float``: ``[{"path", "reason"}]`` for weights that could not be compressed.
     """
     method = parse_method(method)
-    info: dict[str, Any] = {"method": method.name, "tensors": [], "kept_float": [],
-                            "bytes_before": 0, "bytes_after": 0, "weight_bytes_before": 0, "weight_bytes_after": 0}
+    info: dict[str, Any] = {
+        "method": method.name,
+        "tensors": [],
+        "kept_float": [],
+        "bytes_before": 0,
+        "bytes_after": 0,
+        "weight_bytes_before": 0,
+        "weight_bytes_after": 0,
+    }
 
     def one(path: str, leaf: Any) -> Any:
         a = np.asarray(leaf)
@@ -308,8 +323,15 @@ def compress_params(params: Any, method: "str | Method") -> tuple[Any, dict[str,
                 info["kept_float"].append({"path": path, "reason": reason})
             else:
                 out = compress_tensor(a, method)
-                info["tensors"].append({"path": path, "shape": list(a.shape), "kind": out.kind,
-                                        "bytes_before": a.nbytes, "bytes_after": out.nbytes})
+                info["tensors"].append(
+                    {
+                        "path": path,
+                        "shape": list(a.shape),
+                        "kind": out.kind,
+                        "bytes_before": a.nbytes,
+                        "bytes_after": out.nbytes,
+                    }
+                )
             info["weight_bytes_after"] += out.nbytes if is_q(out) else a.nbytes
         info["bytes_after"] += out.nbytes if is_q(out) else a.nbytes
         return out
@@ -326,6 +348,20 @@ def dequantize_params(tree: Any, xp: Any = jnp) -> Any:
     return jax.tree_util.tree_map(lambda v: v.dequantize(xp) if is_q(v) else v, tree, is_leaf=is_q)
 
 
-__all__ = ["Method", "QTensor", "parse_method", "compress_params", "compress_tensor",
-           "dequantize_params", "quantize_int8", "quantize_int4", "cast_bf16", "prune_mask", "pack_int4",
-           "unpack_int4", "leaf_paths", "is_q", "METHOD_HELP"]
+__all__ = [
+    "Method",
+    "QTensor",
+    "parse_method",
+    "compress_params",
+    "compress_tensor",
+    "dequantize_params",
+    "quantize_int8",
+    "quantize_int4",
+    "cast_bf16",
+    "prune_mask",
+    "pack_int4",
+    "unpack_int4",
+    "leaf_paths",
+    "is_q",
+    "METHOD_HELP",
+]

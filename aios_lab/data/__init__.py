@@ -3,6 +3,7 @@
 >>> ds = aios.dataset("digits", "sklearn:digits", split="train=0.8,val=0.1,test=0.1", seed=0)
 >>> ds.version, ds.splits, ds.task, ds.n_classes
 """
+
 from .dataset import Dataset, dataset, datasets, get
 
 __all__ = ["Dataset", "dataset", "datasets", "get", "Loader"]

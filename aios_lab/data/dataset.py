@@ -1,13 +1,15 @@
 """The Dataset handle and declare/list/get: catalog rows in ``datasets`` pointing at zarr versions."""
+
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +17,7 @@ from .. import config
 from ..catalog import catalog, next_version
 from ..errors import AiosError
 from ..names import check_name
-from . import sources, split as splits, store
+from . import sources, split as splits, zarr_store
 
 
 @dataclass(frozen=True)
@@ -83,11 +85,22 @@ class Dataset:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON model the CLI, widgets and the sidebar share."""
-        return {"name": self.name, "version": self.version, "hash": self.hash, "path": self.path,
-                "source": self.source, "seed": self.seed, "splits": dict(self.splits),
-                "schema": self.schema, "nbytes": self.nbytes, "created": self.created, "task": self.task,
-                "n_classes": self.n_classes, "feature_shape": list(self.feature_shape),
-                "feature_dtype": self.feature_dtype}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "hash": self.hash,
+            "path": self.path,
+            "source": self.source,
+            "seed": self.seed,
+            "splits": dict(self.splits),
+            "schema": self.schema,
+            "nbytes": self.nbytes,
+            "created": self.created,
+            "task": self.task,
+            "n_classes": self.n_classes,
+            "feature_shape": list(self.feature_shape),
+            "feature_dtype": self.feature_dtype,
+        }
 
     def show(self):
         """Schema, split sizes, class balance and a picture of samples."""
@@ -102,8 +115,7 @@ class Dataset:
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={v}" for k, v in self.splits.items())
         extra = f", {self.n_classes} classes" if self.n_classes else ""
-        return (f"Dataset({self.ref}, {self.task}{extra}, x {self.feature_dtype}{list(self.feature_shape)}, "
-                f"{sizes})")
+        return f"Dataset({self.ref}, {self.task}{extra}, x {self.feature_dtype}{list(self.feature_shape)}, {sizes})"
 
     def _repr_html_(self) -> str:
         from .show import summary_table
@@ -111,9 +123,15 @@ class Dataset:
         return summary_table(self)._repr_html_()
 
 
-def dataset(name: str, source: str | None = None, split: str | Mapping[str, float] | None = None,
-            seed: int = 0, target: str | None = None, user_ns: dict | None = None,
-            block: int | None = None) -> Dataset:
+def dataset(
+    name: str,
+    source: str | None = None,
+    split: str | Mapping[str, float] | None = None,
+    seed: int = 0,
+    target: str | None = None,
+    user_ns: dict | None = None,
+    block: int | None = None,
+) -> Dataset:
     """Declare ``name`` from ``source`` (same content -> the existing version), or get it when source is None."""
     check_name(name, "dataset")
     if source is None:
@@ -124,16 +142,23 @@ def dataset(name: str, source: str | None = None, split: str | Mapping[str, floa
     raw = sources.read(source, target=target, user_ns=user_ns, block=block)
     x, y, schema = _normalise(raw)
     parts = {k: (x[idx], y[idx]) for k, idx in splits.assign(len(x), fractions, int(seed)).items()}
-    digest = store.content_hash(parts, schema)
+    digest = zarr_store.content_hash(parts, schema)
     found = _by_hash(name, digest)
     if found is not None:
         return found
     sizes = {k: int(len(px)) for k, (px, _) in parts.items()}
-    attrs = {"name": name, "hash": digest, "source": source, "seed": int(seed), "splits": sizes,
-             "fractions": fractions, "schema": schema}
-    with store.staging(name) as tmp:
-        store.write_group(tmp, parts, attrs)
-        return _publish(name, tmp, digest, source, int(seed), sizes, schema, store.disk_bytes(tmp))
+    attrs = {
+        "name": name,
+        "hash": digest,
+        "source": source,
+        "seed": int(seed),
+        "splits": sizes,
+        "fractions": fractions,
+        "schema": schema,
+    }
+    with zarr_store.staging(name) as tmp:
+        zarr_store.write_group(tmp, parts, attrs)
+        return _publish(name, tmp, digest, source, int(seed), sizes, schema, zarr_store.disk_bytes(tmp))
 
 
 def datasets(name: str | None = None) -> list[Dataset]:
@@ -171,6 +196,7 @@ def get(name: str, version: int | str | None = None) -> Dataset:
 
 # -- internals -----------------------------------------------------------------------------------
 
+
 def _normalise(raw: sources.Raw) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Settle dtypes and the task: lm -> int32 tokens; integer targets -> classification; floats -> regression."""
     info = {k: v for k, v in raw.info.items() if v is not None}
@@ -182,8 +208,10 @@ def _normalise(raw: sources.Raw) -> tuple[np.ndarray, np.ndarray, dict[str, Any]
         y = raw.y
         if y.dtype.kind in "biu":
             if y.ndim != 1:
-                raise AiosError(f"integer targets must be one label per sample, got shape {y.shape[1:]} per sample; "
-                                "give class indices (or float targets for regression)")
+                raise AiosError(
+                    f"integer targets must be one label per sample, got shape {y.shape[1:]} per sample; "
+                    "give class indices (or float targets for regression)"
+                )
             if y.min() < 0 or "classes" not in info and y.max() >= max(2 * len(np.unique(y)), 1024):
                 values, y = np.unique(y, return_inverse=True)
                 info["classes"] = [str(v) for v in values]
@@ -195,9 +223,13 @@ def _normalise(raw: sources.Raw) -> tuple[np.ndarray, np.ndarray, dict[str, Any]
             if not np.isfinite(y).all():
                 raise AiosError("targets contain NaN or infinity; fill or drop those rows")
             task, n_classes = "regression", None
-    schema = {"task": task, "n_classes": n_classes,
-              "x": {"dtype": str(x.dtype), "shape": list(x.shape[1:])},
-              "y": {"dtype": str(y.dtype), "shape": list(y.shape[1:])}, **info}
+    schema = {
+        "task": task,
+        "n_classes": n_classes,
+        "x": {"dtype": str(x.dtype), "shape": list(x.shape[1:])},
+        "y": {"dtype": str(y.dtype), "shape": list(y.shape[1:])},
+        **info,
+    }
     return x, y, schema
 
 
@@ -206,8 +238,16 @@ def _by_hash(name: str, digest: str) -> Dataset | None:
     return _from_row(row) if row is not None else None
 
 
-def _publish(name: str, tmp: Path, digest: str, source: str, seed: int, sizes: dict[str, int],
-             schema: dict[str, Any], nbytes: int) -> Dataset:
+def _publish(
+    name: str,
+    tmp: Path,
+    digest: str,
+    source: str,
+    seed: int,
+    sizes: dict[str, int],
+    schema: dict[str, Any],
+    nbytes: int,
+) -> Dataset:
     """Rename the staged group to ``vN`` and insert its row in one catalog transaction."""
     cat = catalog()
     final: Path | None = None
@@ -223,10 +263,22 @@ def _publish(name: str, tmp: Path, digest: str, source: str, seed: int, sizes: d
             final.parent.mkdir(parents=True, exist_ok=True)
             os.rename(tmp, final)
             created = time.time()
-            db.execute("INSERT INTO datasets (name, version, hash, path, source, seed, splits, schema, nbytes, "
-                       "created) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                       (name, version, digest, str(final), source, seed, json.dumps(sizes),
-                        json.dumps(schema), nbytes, created))
+            db.execute(
+                "INSERT INTO datasets (name, version, hash, path, source, seed, splits, schema, nbytes, "
+                "created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    name,
+                    version,
+                    digest,
+                    str(final),
+                    source,
+                    seed,
+                    json.dumps(sizes),
+                    json.dumps(schema),
+                    nbytes,
+                    created,
+                ),
+            )
     except BaseException:
         if final is not None and final.exists() and _by_hash(name, digest) is None:
             shutil.rmtree(final, ignore_errors=True)
@@ -236,6 +288,15 @@ def _publish(name: str, tmp: Path, digest: str, source: str, seed: int, sizes: d
 
 
 def _from_row(row: Any) -> Dataset:
-    return Dataset(name=row["name"], version=row["version"], hash=row["hash"], path=row["path"],
-                   source=row["source"], seed=row["seed"], splits=json.loads(row["splits"]),
-                   schema=json.loads(row["schema"]), nbytes=row["nbytes"], created=row["created"])
+    return Dataset(
+        name=row["name"],
+        version=row["version"],
+        hash=row["hash"],
+        path=row["path"],
+        source=row["source"],
+        seed=row["seed"],
+        splits=json.loads(row["splits"]),
+        schema=json.loads(row["schema"]),
+        nbytes=row["nbytes"],
+        created=row["created"],
+    )

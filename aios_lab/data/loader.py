@@ -16,14 +16,16 @@ Sharding. Each process builds only the rows its own devices hold (the batch slic
 ``sharding`` gives its addressable devices) and joins them with
 ``jax.make_array_from_process_local_data``; in one process that is the whole batch.
 """
+
 from __future__ import annotations
 
 import os
 import queue
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -60,9 +62,20 @@ class _Epoch:
 class Loader:
     """Global, sharded batches of one split: ``for step, x, y in Loader(ds, "train", 256, sharding)``."""
 
-    def __init__(self, ds: Any, split: str = "train", batch_size: int = 128, sharding: Any = None,
-                 seed: int = 0, start_step: int = 0, prefetch: int = 2, memory_budget: int | None = None,
-                 *, steps: int | None = None, window_bytes: int = WINDOW_BYTES):
+    def __init__(
+        self,
+        ds: Any,
+        split: str = "train",
+        batch_size: int = 128,
+        sharding: Any = None,
+        seed: int = 0,
+        start_step: int = 0,
+        prefetch: int = 2,
+        memory_budget: int | None = None,
+        *,
+        steps: int | None = None,
+        window_bytes: int = WINDOW_BYTES,
+    ):
         self.ds, self.split = ds, split
         self._xa, self._ya = ds.arrays(split)
         self.n = int(self._xa.shape[0])
@@ -80,8 +93,9 @@ class Loader:
 
         self.chunk = int(self._xa.chunks[0])
         self.n_chunks = -(-self.n // self.chunk)
-        row_bytes = self._xa.dtype.itemsize * int(np.prod(self._xa.shape[1:], dtype=np.int64)) \
-            + self._ya.dtype.itemsize * int(np.prod(self._ya.shape[1:], dtype=np.int64))
+        row_bytes = self._xa.dtype.itemsize * int(
+            np.prod(self._xa.shape[1:], dtype=np.int64)
+        ) + self._ya.dtype.itemsize * int(np.prod(self._ya.shape[1:], dtype=np.int64))
         self.nbytes = self.n * row_bytes
         self.memory_budget = int(memory_budget) if memory_budget is not None else default_budget()
         # cached: the split, plus this epoch's and the next one's rows laid out batch after batch
@@ -92,8 +106,10 @@ class Loader:
         else:
             self.window = max(1, min(window_bytes, self.memory_budget // 8) // chunk_bytes)
             if 8 * chunk_bytes > self.memory_budget:
-                raise AiosError(f"memory_budget {self.memory_budget} bytes is too small to stream {ds.name}/{split}; "
-                                f"give at least 8 chunks ({8 * chunk_bytes} bytes)")
+                raise AiosError(
+                    f"memory_budget {self.memory_budget} bytes is too small to stream {ds.name}/{split}; "
+                    f"give at least 8 chunks ({8 * chunk_bytes} bytes)"
+                )
         self._epochs: dict[int, _Epoch] = {}
         self._buffers: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._pending: dict[tuple[int, int], Future] = {}
@@ -121,8 +137,7 @@ class Loader:
         x, y = self._batch_view(step) if self.cached else self._rows(step, self._lo, self._hi)
         if jax.process_count() == 1:  # the same placement; one batched transfer is the cheapest here
             return tuple(jax.device_put((x, y), (self.sharding, self.sharding)))
-        return tuple(jax.make_array_from_process_local_data([self.sharding] * 2, [x, y],
-                                                            [self.x_shape, self.y_shape]))
+        return tuple(jax.make_array_from_process_local_data([self.sharding] * 2, [x, y], [self.x_shape, self.y_shape]))
 
     # -- iteration -----------------------------------------------------------------------------
 
@@ -163,7 +178,7 @@ class Loader:
             self._pending.clear()
             self._laid_out.clear()
 
-    def __enter__(self) -> "Loader":
+    def __enter__(self) -> Loader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -202,8 +217,10 @@ class Loader:
         epoch, j = divmod(int(step), self.steps_per_epoch)
         plan = self._epoch(epoch)
         a, b = j * self.batch_size + lo, j * self.batch_size + hi
-        out = (np.empty((b - a, *self._xa.shape[1:]), self._xa.dtype),
-               np.empty((b - a, *self._ya.shape[1:]), self._ya.dtype))
+        out = (
+            np.empty((b - a, *self._xa.shape[1:]), self._xa.dtype),
+            np.empty((b - a, *self._ya.shape[1:]), self._ya.dtype),
+        )
         k = int(np.searchsorted(plan.bounds, a, side="right")) - 1
         while k < len(plan.windows) and plan.bounds[k] < b:
             s, e = max(a, plan.bounds[k]), min(b, plan.bounds[k + 1])
@@ -322,8 +339,10 @@ class Loader:
 
     def __repr__(self) -> str:
         mode = "cached" if self.cached else f"streaming, {self.window}-chunk windows"
-        return (f"Loader({self.ds.name}:v{self.ds.version}/{self.split}, batch {self.batch_size}, seed {self.seed}, "
-                f"{self.steps_per_epoch} steps/epoch, {mode})")
+        return (
+            f"Loader({self.ds.name}:v{self.ds.version}/{self.split}, batch {self.batch_size}, seed {self.seed}, "
+            f"{self.steps_per_epoch} steps/epoch, {mode})"
+        )
 
 
 def _local_range(sharding: Any, shape: tuple[int, ...], ds: Any, split: str) -> tuple[int, int]:
@@ -333,16 +352,24 @@ def _local_range(sharding: Any, shape: tuple[int, ...], ds: Any, split: str) -> 
         index_map = sharding.addressable_devices_indices_map(shape)
     except (ValueError, TypeError):
         parts = _batch_parts(sharding)
-        raise AiosError(f"batch size {shape[0]} does not split evenly over the {parts} devices of the "
-                        f"sharding's batch axis; use a multiple of the device count ({parts})") from None
-    spans = sorted({(s[0].start or 0, shape[0] if s[0].stop is None else s[0].stop)
-                    for s in (idx if isinstance(idx, tuple) else (idx,) for idx in index_map.values())})
+        raise AiosError(
+            f"batch size {shape[0]} does not split evenly over the {parts} devices of the "
+            f"sharding's batch axis; use a multiple of the device count ({parts})"
+        ) from None
+    spans = sorted(
+        {
+            (s[0].start or 0, shape[0] if s[0].stop is None else s[0].stop)
+            for s in (idx if isinstance(idx, tuple) else (idx,) for idx in index_map.values())
+        }
+    )
     lo, hi = spans[0][0], max(e for _, e in spans)
     covered = lo
     for s, e in spans:
         if s > covered:
-            raise AiosError("this process's devices hold a non-contiguous part of the batch; "
-                            "order the mesh so each process's devices are adjacent on the data axis")
+            raise AiosError(
+                "this process's devices hold a non-contiguous part of the batch; "
+                "order the mesh so each process's devices are adjacent on the data axis"
+            )
         covered = max(covered, e)
     return lo, hi
 

@@ -4,6 +4,7 @@ The picture needs no plotting library: image-shaped features become small PNG ti
 with zlib), other features SVG histograms, text datasets decoded snippets. In a terminal the same
 view is text, with histograms as one-line sparklines.
 """
+
 from __future__ import annotations
 
 import base64
@@ -43,11 +44,15 @@ class Show:
             parts.append(str(self.balance))
         if self.hists:
             width = max(len(n) for n, *_ in self.hists)
-            parts.append("histograms (train):\n" + "\n".join(
-                f"  {n.ljust(width)}  {fmt(lo):>8} {sparkline(c)} {fmt(hi)}" for n, c, lo, hi in self.hists))
+            parts.append(
+                "histograms (train):\n"
+                + "\n".join(f"  {n.ljust(width)}  {fmt(lo):>8} {sparkline(c)} {fmt(hi)}" for n, c, lo, hi in self.hists)
+            )
         if self.tiles:
-            parts.append(f"{len(self.tiles)} sample images (shown as pictures in a notebook); labels: "
-                         + " ".join(c for _, c in self.tiles))
+            parts.append(
+                f"{len(self.tiles)} sample images (shown as pictures in a notebook); labels: "
+                + " ".join(c for _, c in self.tiles)
+            )
         if self.texts:
             parts.append("samples:\n" + "\n".join(f"  {t!r}" for t in self.texts))
         return "\n\n".join(parts)
@@ -55,19 +60,28 @@ class Show:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        out = [f"<div class='aios-dataset-show'><h4>{html.escape(self.title)}</h4>",
-               self.summary._repr_html_(), self.schema._repr_html_(), self.splits._repr_html_()]
+        out = [
+            f"<div class='aios-dataset-show'><h4>{html.escape(self.title)}</h4>",
+            self.summary._repr_html_(),
+            self.schema._repr_html_(),
+            self.splits._repr_html_(),
+        ]
         if self.balance is not None:
             out.append(self.balance._repr_html_())
         if self.tiles:
             figs = "".join(
                 f"<figure style='margin:2px;text-align:center'><img src='data:image/png;base64,"
                 f"{base64.b64encode(png).decode()}' style='image-rendering:pixelated' alt='sample'/>"
-                f"<figcaption>{html.escape(cap)}</figcaption></figure>" for png, cap in self.tiles)
+                f"<figcaption>{html.escape(cap)}</figcaption></figure>"
+                for png, cap in self.tiles
+            )
             out.append(f"<div style='display:flex;flex-wrap:wrap'>{figs}</div>")
         if self.hists:
-            out.append("<div style='display:flex;flex-wrap:wrap'>"
-                       + "".join(histogram_svg(n, c, lo, hi) for n, c, lo, hi in self.hists) + "</div>")
+            out.append(
+                "<div style='display:flex;flex-wrap:wrap'>"
+                + "".join(histogram_svg(n, c, lo, hi) for n, c, lo, hi in self.hists)
+                + "</div>"
+            )
         if self.texts:
             out.append("".join(f"<pre style='white-space:pre-wrap'>{html.escape(t)}</pre>" for t in self.texts))
         return "".join(out) + "</div>"
@@ -80,21 +94,37 @@ def show(ds: Any, split: str | None = None) -> Show:
     schema = ds.schema
     summary = summary_table(ds)
     names = schema.get("feature_names")
-    fields = Table(["array", "dtype", "shape per sample", "notes"], [
-        ("x", schema["x"]["dtype"], tuple(schema["x"]["shape"]) or "()",
-         f"features: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}" if names else "features"),
-        ("y", schema["y"]["dtype"], tuple(schema["y"]["shape"]) or "()",
-         f"target {schema.get('target_name', '')}".strip() + _task_note(schema)),
-    ], title="schema")
+    fields = Table(
+        ["array", "dtype", "shape per sample", "notes"],
+        [
+            (
+                "x",
+                schema["x"]["dtype"],
+                tuple(schema["x"]["shape"]) or "()",
+                f"features: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}" if names else "features",
+            ),
+            (
+                "y",
+                schema["y"]["dtype"],
+                tuple(schema["y"]["shape"]) or "()",
+                f"target {schema.get('target_name', '')}".strip() + _task_note(schema),
+            ),
+        ],
+        title="schema",
+    )
     total = sum(ds.splits.values())
-    splits = Table(["split", "rows", "fraction"], [(k, v, f"{v / total:.1%}") for k, v in ds.splits.items()],
-                   title="splits")
+    splits = Table(
+        ["split", "rows", "fraction"], [(k, v, f"{v / total:.1%}") for k, v in ds.splits.items()], title="splits"
+    )
     view = Show(f"dataset {ds.ref}", summary, fields, splits, _balance(ds))
     xa, ya = ds.arrays(split)
     x, y = xa[:N_SAMPLES], ya[:N_SAMPLES]
     classes = schema.get("classes")
-    label = (lambda v: classes[int(v)] if classes and int(v) < len(classes) else str(int(v))) \
-        if ds.task == "classification" else (lambda v: fmt(float(np.ravel(v)[0])))
+    label = (
+        (lambda v: classes[int(v)] if classes and int(v) < len(classes) else str(int(v)))
+        if ds.task == "classification"
+        else (lambda v: fmt(float(np.ravel(v)[0])))
+    )
     if ds.task == "lm":
         view.texts = [bytes(np.asarray(row, dtype=np.uint8)).decode("utf-8", "replace") for row in x[:3]]
     elif _image_shaped(tuple(schema["x"]["shape"])):
@@ -109,10 +139,23 @@ def show(ds: Any, split: str | None = None) -> Show:
 
 def summary_table(ds: Any) -> Table:
     """One row about a dataset version: what ``ds`` shows as in a notebook (reads no data)."""
-    return Table(["dataset", "task", "classes", "splits", "x", "size on disk", "hash", "source", "seed", "age"],
-                 [(ds.ref, ds.task, ds.n_classes, " ".join(f"{k}={v}" for k, v in ds.splits.items()),
-                   f"{ds.feature_dtype}{list(ds.feature_shape)}", nbytes(ds.nbytes), ds.hash[:12], ds.source,
-                   ds.seed, age(ds.created))])
+    return Table(
+        ["dataset", "task", "classes", "splits", "x", "size on disk", "hash", "source", "seed", "age"],
+        [
+            (
+                ds.ref,
+                ds.task,
+                ds.n_classes,
+                " ".join(f"{k}={v}" for k, v in ds.splits.items()),
+                f"{ds.feature_dtype}{list(ds.feature_shape)}",
+                nbytes(ds.nbytes),
+                ds.hash[:12],
+                ds.source,
+                ds.seed,
+                age(ds.created),
+            )
+        ],
+    )
 
 
 def _task_note(schema: dict) -> str:
@@ -130,8 +173,14 @@ def _balance(ds: Any) -> Table | None:
     k = ds.n_classes
     counts = {s: np.bincount(np.asarray(ds.arrays(s)[1][...]).ravel(), minlength=k) for s in ds.splits}
     classes = ds.schema.get("classes") or [str(i) for i in range(k)]
-    rows = [(classes[i], *(int(c[i]) for c in counts.values()),
-             f"{sum(int(c[i]) for c in counts.values()) / max(1, sum(ds.splits.values())):.1%}") for i in range(k)]
+    rows = [
+        (
+            classes[i],
+            *(int(c[i]) for c in counts.values()),
+            f"{sum(int(c[i]) for c in counts.values()) / max(1, sum(ds.splits.values())):.1%}",
+        )
+        for i in range(k)
+    ]
     return Table(["class", *counts, "share"], rows, title="class balance")
 
 
@@ -161,8 +210,12 @@ def png_encode(pixels: np.ndarray) -> bytes:
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _histograms(arr: Any, names: list[str] | None, limit: int = N_HIST) -> list[tuple[str, np.ndarray, float, float]]:
@@ -187,9 +240,14 @@ def histogram_svg(name: str, counts: np.ndarray, lo: float, hi: float, w: int = 
     """A small inline SVG bar chart with its feature name and range."""
     top = max(1, int(counts.max()))
     bw = w / len(counts)
-    bars = "".join(f"<rect x='{i * bw:.1f}' y='{h - 14 - c / top * (h - 28):.1f}' width='{bw - 1:.1f}' "
-                   f"height='{c / top * (h - 28):.1f}' fill='#4a86c5'/>" for i, c in enumerate(counts))
-    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' style='margin:4px'>"
-            f"<text x='0' y='10' font-size='10'>{html.escape(name[:28])}</text>{bars}"
-            f"<text x='0' y='{h - 2}' font-size='9'>{html.escape(fmt(lo))}</text>"
-            f"<text x='{w}' y='{h - 2}' font-size='9' text-anchor='end'>{html.escape(fmt(hi))}</text></svg>")
+    bars = "".join(
+        f"<rect x='{i * bw:.1f}' y='{h - 14 - c / top * (h - 28):.1f}' width='{bw - 1:.1f}' "
+        f"height='{c / top * (h - 28):.1f}' fill='#4a86c5'/>"
+        for i, c in enumerate(counts)
+    )
+    return (
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' style='margin:4px'>"
+        f"<text x='0' y='10' font-size='10'>{html.escape(name[:28])}</text>{bars}"
+        f"<text x='0' y='{h - 2}' font-size='9'>{html.escape(fmt(lo))}</text>"
+        f"<text x='{w}' y='{h - 2}' font-size='9' text-anchor='end'>{html.escape(fmt(hi))}</text></svg>"
+    )

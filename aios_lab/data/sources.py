@@ -1,4 +1,5 @@
 """Turn a SOURCE string (vars:, sklearn:, .npz/.npy/.csv, zarr/fsspec, text:) into in-memory arrays."""
+
 from __future__ import annotations
 
 import glob as globlib
@@ -30,8 +31,7 @@ class Raw:
     info: dict[str, Any] = field(default_factory=dict)  # feature_names, target_name, classes, block
 
 
-def read(source: str, *, target: str | None = None, user_ns: dict | None = None,
-         block: int | None = None) -> Raw:
+def read(source: str, *, target: str | None = None, user_ns: dict | None = None, block: int | None = None) -> Raw:
     """Read ``source`` into a :class:`Raw`; every mistake is a one-line AiosError and nothing is written."""
     if not isinstance(source, str) or not source.strip():
         raise AiosError(f"no data source given; {SOURCE_HELP}")
@@ -49,6 +49,7 @@ def read(source: str, *, target: str | None = None, user_ns: dict | None = None,
 
 
 # -- kernel variables ---------------------------------------------------------------------------
+
 
 def _from_vars(spec: str, target: str | None, user_ns: dict | None) -> Raw:
     names = [n.strip() for n in spec.split(",") if n.strip()]
@@ -94,6 +95,7 @@ def _namespace(user_ns: dict | None) -> dict:
 
 # -- scikit-learn's bundled data -----------------------------------------------------------------
 
+
 def _from_sklearn(name: str) -> Raw:
     name = name.strip()
     if name not in BUNDLED_SKLEARN:
@@ -111,6 +113,7 @@ def _from_sklearn(name: str) -> Raw:
 
 
 # -- files, zarr stores and fsspec URLs ----------------------------------------------------------
+
 
 def _from_path(source: str, target: str | None) -> Raw:
     remote = "://" in source
@@ -169,19 +172,27 @@ def _from_npy(data: bytes, source: str, target: str | None) -> Raw:
     except Exception as exc:
         raise AiosError(f"{source!r} is not a readable .npy file ({exc}); save it with numpy.save") from None
     if table.ndim != 2 or table.shape[1] < 2:
-        raise AiosError(f"{source!r} has shape {table.shape}; a .npy source is a 2-D table whose target is "
-                        "a column (--target INDEX, default the last); use .npz with x and y for other shapes")
+        raise AiosError(
+            f"{source!r} has shape {table.shape}; a .npy source is a 2-D table whose target is "
+            "a column (--target INDEX, default the last); use .npz with x and y for other shapes"
+        )
     try:
         col = int(target) if target is not None else table.shape[1] - 1
         col = range(table.shape[1])[col]
     except (ValueError, IndexError):
-        raise AiosError(f"--target for a .npy table is a column index in 0..{table.shape[1] - 1}, "
-                        f"got {target!r}") from None
+        raise AiosError(
+            f"--target for a .npy table is a column index in 0..{table.shape[1] - 1}, got {target!r}"
+        ) from None
     x = np.delete(table, col, axis=1)
     info = {"target_name": f"column {col}"}
     y = table[:, col]
-    if y.dtype.kind == "f" and np.isfinite(y).all() and np.array_equal(y, np.round(y)) and y.min() >= 0 \
-            and len(np.unique(y)) <= 1000:  # one dtype per table: whole-number targets are class labels
+    if (
+        y.dtype.kind == "f"
+        and np.isfinite(y).all()
+        and np.array_equal(y, np.round(y))
+        and y.min() >= 0
+        and len(np.unique(y)) <= 1000
+    ):  # one dtype per table: whole-number targets are class labels
         y = y.astype(np.int64)
     return Raw(_numeric(x, source), _target_array(y, f"column {col}", info), info=info)
 
@@ -206,8 +217,9 @@ def _from_zarr(source: str, remote: bool) -> Raw:
     try:
         group = zarr.open_group(source, mode="r")
     except Exception as exc:
-        raise AiosError(f"cannot open {source!r} as a zarr group ({type(exc).__name__}); "
-                        "give a zarr group holding arrays x and y") from None
+        raise AiosError(
+            f"cannot open {source!r} as a zarr group ({type(exc).__name__}); give a zarr group holding arrays x and y"
+        ) from None
     keys = set(group.array_keys())
     xkey = next((k for k in X_KEYS if k in keys), None)
     ykey = next((k for k in Y_KEYS if k in keys), None)
@@ -218,6 +230,7 @@ def _from_zarr(source: str, remote: bool) -> Raw:
 
 
 # -- text for language models --------------------------------------------------------------------
+
 
 def _from_text(pattern: str, block: int) -> Raw:
     if not isinstance(block, int) or block < 1:
@@ -232,14 +245,17 @@ def _from_text(pattern: str, block: int) -> Raw:
     tokens = np.frombuffer(b"".join(chunks), dtype=np.uint8).astype(np.int32)
     n = (len(tokens) - 1) // block
     if n < 1:
-        raise AiosError(f"text:{pattern} holds {len(tokens)} bytes; need at least block+1 = {block + 1} "
-                        "(add text or pass a smaller block)")
+        raise AiosError(
+            f"text:{pattern} holds {len(tokens)} bytes; need at least block+1 = {block + 1} "
+            "(add text or pass a smaller block)"
+        )
     x = tokens[: n * block].reshape(n, block)
     y = tokens[1 : n * block + 1].reshape(n, block)
     return Raw(x, y, task="lm", info={"block": block, "files": len(files)})
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
 
 def _is_frame(value: Any) -> bool:
     return type(value).__name__ == "DataFrame" and hasattr(value, "columns")
@@ -301,8 +317,9 @@ def _check(raw: Raw, source: str) -> Raw:
     if len(raw.x) == 0:
         raise AiosError(f"{source} holds no rows; give at least one sample per split")
     if len(raw.x) != len(raw.y):
-        raise AiosError(f"{source}: features have {len(raw.x)} rows but targets have {len(raw.y)}; "
-                        "give one target per sample")
+        raise AiosError(
+            f"{source}: features have {len(raw.x)} rows but targets have {len(raw.y)}; give one target per sample"
+        )
     if raw.x.ndim == 1:
         raw.x = raw.x[:, None]
     if raw.x.dtype.kind == "f" and not np.isfinite(raw.x).all():

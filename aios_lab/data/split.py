@@ -1,8 +1,9 @@
 """Split fractions (``train=0.8,val=0.1,test=0.1``) and a seeded, deterministic row assignment."""
+
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -1,4 +1,5 @@
 """Jobs: the scheduler (devices, queue, priorities), the detached worker, and the Job handle."""
+
 from .api import devices, job, jobs, train
 from .job import Job
 

@@ -5,6 +5,7 @@ inventory is the number of XLA host devices that ``JAX_NUM_CPU_DEVICES`` or
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` set in the launching environment, else
 ``DEFAULT_CPU_DEVICES``. A job that gets ``k`` of them runs with exactly those devices visible.
 """
+
 from __future__ import annotations
 
 import glob
@@ -38,8 +39,10 @@ def _gpus() -> list[str]:
     except Exception:
         return []
     try:
-        return [_s(pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i)))
-                for i in range(pynvml.nvmlDeviceGetCount())]
+        return [
+            _s(pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i)))
+            for i in range(pynvml.nvmlDeviceGetCount())
+        ]
     finally:
         pynvml.nvmlShutdown()
 

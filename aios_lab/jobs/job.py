@@ -1,4 +1,5 @@
 """``Job``: a handle on one training job, read from the catalog, usable from any process."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ from typing import Any
 
 from ..catalog import catalog
 from ..errors import AiosError
-from . import store
+from . import records
 from .paths import checkpoint_dir, log_path
 
 
@@ -22,12 +23,12 @@ class Job:
     def __init__(self, name: str):
         self.name = name
         self.shown = False  # set once a live view of this handle is on screen
-        if store.row(name) is None:
+        if records.row(name) is None:
             raise AiosError(f"no job named {name!r}; `%aios jobs` lists them")
 
     # -- state ------------------------------------------------------------------------------
     def _row(self) -> dict[str, Any]:
-        r = store.row(self.name)
+        r = records.row(self.name)
         if r is None:
             raise AiosError(f"job {self.name!r} was deleted")
         return r
@@ -72,14 +73,14 @@ class Job:
 
     @property
     def done(self) -> bool:
-        return self.state in store.TERMINAL
+        return self.state in records.TERMINAL
 
     def wait(self, timeout: float | None = None, poll: float = 0.25) -> str:
         """Block until the job ends (or ``timeout`` seconds pass); returns its state."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             state = self.state
-            if state in store.TERMINAL or (state == "interrupted" and not self._will_resume()):
+            if state in records.TERMINAL or (state == "interrupted" and not self._will_resume()):
                 return state
             if deadline is not None and time.monotonic() > deadline:
                 return state
@@ -95,11 +96,13 @@ class Job:
         now = time.time()
         with catalog().tx() as db:
             db.execute("UPDATE jobs SET cancel_requested=1, updated=? WHERE name=?", (now, self.name))
-            db.execute("UPDATE jobs SET state='cancelled', ended=? WHERE name=? AND state IN ('queued','interrupted')",
-                       (now, self.name))
+            db.execute(
+                "UPDATE jobs SET state='cancelled', ended=? WHERE name=? AND state IN ('queued','interrupted')",
+                (now, self.name),
+            )
         return self.state
 
-    def resume(self, steps: int | None = None) -> "Job":
+    def resume(self, steps: int | None = None) -> Job:
         """Continue from the latest checkpoint (optionally to a new total of ``steps``)."""
         from .scheduler import schedule
 
@@ -107,14 +110,24 @@ class Job:
         if r["state"] in ("running", "queued"):
             raise AiosError(f"job {self.name!r} is {r['state']}; only a stopped job can be resumed")
         if r["state"] == "succeeded" and (steps is None or steps <= r["steps"]):
-            raise AiosError(f"job {self.name!r} already finished {r['steps']} steps; pass --steps N with N > {r['steps']}")
+            raise AiosError(
+                f"job {self.name!r} already finished {r['steps']} steps; pass --steps N with N > {r['steps']}"
+            )
         if steps is not None and steps < r["step"]:
             raise AiosError(f"--steps {steps} is behind the job's step {r['step']}")
         cfg = r["config"]
         if steps is not None:
             cfg["train"]["steps"] = steps
-        store.update(self.name, state="queued", cancel_requested=0, error=None, ended=None,
-                     steps=steps or r["steps"], attempts=0, config=cfg)
+        records.update(
+            self.name,
+            state="queued",
+            cancel_requested=0,
+            error=None,
+            ended=None,
+            steps=steps or r["steps"],
+            attempts=0,
+            config=cfg,
+        )
         schedule()
         return self
 
@@ -148,12 +161,15 @@ class Job:
 
         steps = self.checkpoints()
         if not steps:
-            raise AiosError(f"job {self.name!r} has no checkpoint yet; wait for step {self.config['train'].get('checkpoint_every')}")
+            raise AiosError(
+                f"job {self.name!r} has no checkpoint yet; wait for step {self.config['train'].get('checkpoint_every')}"
+            )
         try:
             return load_params(checkpoint_dir(self.name), checkpoint)
         except (FileNotFoundError, ValueError):
-            raise AiosError(f"job {self.name!r} has no checkpoint {checkpoint!r}; it has steps {steps} "
-                            "(or use latest / best)") from None
+            raise AiosError(
+                f"job {self.name!r} has no checkpoint {checkpoint!r}; it has steps {steps} (or use latest / best)"
+            ) from None
 
     def memory(self) -> dict[str, Any]:
         """Where the training state lives, as the worker measured it: platform, devices, bytes per device."""
@@ -166,8 +182,11 @@ class Job:
 
         if not self.checkpoints():
             return None
-        with Checkpoints(checkpoint_dir(self.name), read_only=True,
-                                       best="loss" if self.config["train"].get("task") == "regression" else "accuracy") as c:
+        with Checkpoints(
+            checkpoint_dir(self.name),
+            read_only=True,
+            best="loss" if self.config["train"].get("task") == "regression" else "accuracy",
+        ) as c:
             return c.best_step()
 
     def evaluate(self, split: str = "test", checkpoint: str | int = "latest", batch: int = 1024) -> dict[str, Any]:
@@ -188,7 +207,7 @@ class Job:
         params = self.params(checkpoint)
         x, y = ds.load(split)
         apply = jax.jit(model.apply)
-        out = np.concatenate([np.asarray(apply(params, x[i:i + batch])) for i in range(0, len(x), batch)])
+        out = np.concatenate([np.asarray(apply(params, x[i : i + batch])) for i in range(0, len(x), batch)])
         result: dict[str, Any] = {"split": split, "rows": int(len(x)), "checkpoint": checkpoint}
         if task == "regression":
             result["mse"] = float(np.mean((out.reshape(len(out), -1) - y.reshape(len(y), -1)) ** 2))
@@ -234,7 +253,9 @@ def summary(name: str) -> dict[str, Any]:
     if train:
         d = json.loads(train[0])
         out.update(loss=d.get("loss"), examples_per_s=d.get("examples_per_s"), steps_per_s=d.get("steps_per_s"))
-    ev = catalog().one("SELECT data FROM metrics WHERE job=? AND split IS NOT NULL ORDER BY rowid DESC LIMIT 1", (name,))
+    ev = catalog().one(
+        "SELECT data FROM metrics WHERE job=? AND split IS NOT NULL ORDER BY rowid DESC LIMIT 1", (name,)
+    )
     if ev:
         d = json.loads(ev[0])
         out.update(accuracy=d.get("accuracy"), val_loss=d.get("loss"))
@@ -249,11 +270,27 @@ def to_json(r: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
     rate = (s.get("examples_per_s") or 0) / batch
     eta = (r["steps"] - r["step"]) / rate if rate and r["state"] == "running" else None
     return {
-        "name": r["name"], "state": r["state"], "step": r["step"], "steps": r["steps"],
-        "priority": r["priority"], "devices": r["devices"], "n_devices": r["n_devices"],
-        "device_kind": r["device_kind"], "pid": r["pid"], "created": r["created"], "started": r["started"],
-        "ended": r["ended"], "updated": r["updated"], "error": r["error"], "attempts": r["attempts"],
-        "dataset": cfg.get("dataset"), "model": cfg.get("model"), "config": cfg,
-        "loss": s.get("loss"), "accuracy": s.get("accuracy"), "examples_per_s": s.get("examples_per_s"),
-        "eta_s": eta, "state_bytes_per_device": info.get("state_bytes_per_device"),
+        "name": r["name"],
+        "state": r["state"],
+        "step": r["step"],
+        "steps": r["steps"],
+        "priority": r["priority"],
+        "devices": r["devices"],
+        "n_devices": r["n_devices"],
+        "device_kind": r["device_kind"],
+        "pid": r["pid"],
+        "created": r["created"],
+        "started": r["started"],
+        "ended": r["ended"],
+        "updated": r["updated"],
+        "error": r["error"],
+        "attempts": r["attempts"],
+        "dataset": cfg.get("dataset"),
+        "model": cfg.get("model"),
+        "config": cfg,
+        "loss": s.get("loss"),
+        "accuracy": s.get("accuracy"),
+        "examples_per_s": s.get("examples_per_s"),
+        "eta_s": eta,
+        "state_bytes_per_device": info.get("state_bytes_per_device"),
     }

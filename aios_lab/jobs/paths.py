@@ -1,4 +1,5 @@
 """Where a job keeps its files: ``AIOS_HOME/jobs/NAME/`` with checkpoints, variants and its log."""
+
 from pathlib import Path
 
 from .. import config

@@ -1,4 +1,5 @@
 """Metric rows from a worker into the catalog at a bounded rate (one transaction per flush)."""
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,17 @@ class MetricsSink:
         with catalog().tx() as db:
             db.executemany(
                 "INSERT INTO metrics (job, step, time, split, data) VALUES (?,?,?,?,?)",
-                [(self.job, int(r["step"]), float(r.get("time", time.time())), r.get("split"),
-                  json.dumps({k: v for k, v in r.items() if k not in ("step", "time", "split")})) for r in rows])
+                [
+                    (
+                        self.job,
+                        int(r["step"]),
+                        float(r.get("time", time.time())),
+                        r.get("split"),
+                        json.dumps({k: v for k, v in r.items() if k not in ("step", "time", "split")}),
+                    )
+                    for r in rows
+                ],
+            )
             if step is not None:
                 db.execute("UPDATE jobs SET step=?, updated=? WHERE name=?", (step, time.time(), self.job))
 

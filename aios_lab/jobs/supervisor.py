@@ -3,6 +3,7 @@
 It restarts a worker that died without saying why (killed, out of memory) from the latest
 checkpoint, up to the job's retry limit, and moves the queue on when the job ends.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,9 @@ import subprocess
 import sys
 import time
 
+from .. import config
 from ..procs import free_port
-from . import store
+from . import records
 from .devices import worker_env
 from .paths import log_path
 from .scheduler import schedule
@@ -20,20 +22,27 @@ from .scheduler import schedule
 
 def run_workers(name: str) -> list[int]:
     """Start the job's worker processes (several for a jax.distributed job) and wait for them."""
-    j = store.row(name)
+    j = records.row(name)
     processes = int(j["config"].get("processes", 1))
     ids = j["devices"]
     cmd = [sys.executable, "-m", "aios_lab.jobs.worker", name]
     if processes > 1:
         cmd += ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", str(processes)]
     procs = []
-    with open(log_path(name), "ab") as log:
+    with config.open_private(log_path(name)) as log:
         for pid_index in range(processes):
-            share = ids[pid_index * len(ids) // processes:(pid_index + 1) * len(ids) // processes]
+            share = ids[pid_index * len(ids) // processes : (pid_index + 1) * len(ids) // processes]
             extra = ["--process-id", str(pid_index)] if processes > 1 else []
-            procs.append(subprocess.Popen(cmd + extra, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                          env=worker_env(j["device_kind"], share)))
-    store.update(name, pid=procs[0].pid)
+            procs.append(
+                subprocess.Popen(
+                    cmd + extra,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=worker_env(j["device_kind"], share),
+                )
+            )
+    records.update(name, pid=procs[0].pid)
 
     def forward(signum, _frame):  # a SIGTERM to the supervisor checkpoints and stops the workers
         for p in procs:
@@ -51,28 +60,32 @@ def supervise(name: str) -> None:
     resume, the old supervisor finds a new owner and leaves the job alone.
     """
     me = os.getpid()
-    store.update(name, supervisor_pid=me)
+    records.update(name, supervisor_pid=me)
     mine = {"supervisor_pid": me}
     while True:
         codes = run_workers(name)
-        j = store.row(name)
+        j = records.row(name)
         if j is None or j["supervisor_pid"] != me or j["state"] != "running":
             break  # the worker recorded how it ended, or the job has a new owner
         retries = j["config"]["max_retries"]
-        why = f"worker exited with {codes}" if all(c >= 0 for c in codes) else \
-            f"worker killed by signal {-min(codes)}"
+        why = f"worker exited with {codes}" if all(c >= 0 for c in codes) else f"worker killed by signal {-min(codes)}"
         if j["cancel_requested"]:
-            store.update(name, mine, state="cancelled", pid=None, ended=time.time(), error=why)
+            records.update(name, mine, state="cancelled", pid=None, ended=time.time(), error=why)
             break
         if j["attempts"] >= retries:
-            store.update(name, mine, state="interrupted", pid=None, error=f"{why}; `%aios resume {name}` continues it")
+            records.update(
+                name, mine, state="interrupted", pid=None, error=f"{why}; `%aios resume {name}` continues it"
+            )
             break
-        print(f"[aios] {why}; resuming from the latest checkpoint (attempt {j['attempts'] + 1} of {retries})", flush=True)
-        if not store.update(name, mine, attempts=j["attempts"] + 1, error=why):
+        print(
+            f"[aios] {why}; resuming from the latest checkpoint (attempt {j['attempts'] + 1} of {retries})", flush=True
+        )
+        if not records.update(name, mine, attempts=j["attempts"] + 1, error=why):
             break
-    store.update(name, mine, supervisor_pid=None)
+    records.update(name, mine, supervisor_pid=None)
     schedule()
 
 
 if __name__ == "__main__":
+    config.private_umask()
     supervise(sys.argv[1])

@@ -5,6 +5,7 @@ already set. It reads the job from the catalog, resumes from the latest checkpoi
 metrics back, polls for a cancel request, and records how it ended. Exit codes: 0 ended
 (succeeded, cancelled or stopped by a signal), 3 failed for a reason that a retry cannot fix.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,9 @@ import threading
 import time
 import traceback
 
+from .. import config
 from ..errors import AiosError
-from . import store
+from . import records
 from .paths import checkpoint_dir
 from .sink import MetricsSink
 
@@ -23,6 +25,7 @@ CANCEL_POLL_S = 0.5
 
 
 def main(argv: list[str] | None = None) -> int:
+    config.private_umask()
     p = argparse.ArgumentParser(prog="python -m aios_lab.jobs.worker")
     p.add_argument("job")
     p.add_argument("--coordinator", help="jax.distributed coordinator address host:port")
@@ -33,9 +36,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..train.trainer import TrainConfig, train
 
-    j = store.row(name)
-    cfg = TrainConfig.from_json({**j["config"]["train"], "steps": j["steps"], "coordinator": args.coordinator,
-                                 "num_processes": args.num_processes, "process_id": args.process_id})
+    j = records.row(name)
+    cfg = TrainConfig.from_json(
+        {
+            **j["config"]["train"],
+            "steps": j["steps"],
+            "coordinator": args.coordinator,
+            "num_processes": args.num_processes,
+            "process_id": args.process_id,
+        }
+    )
     stop, why = threading.Event(), {}
 
     def on_signal(signum, _frame):
@@ -47,15 +57,18 @@ def main(argv: list[str] | None = None) -> int:
 
     def watch_cancel():
         while not stop.wait(CANCEL_POLL_S):
-            r = store.row(name)
+            r = records.row(name)
             if r is None or r["cancel_requested"]:
                 why["cancel"] = True
                 stop.set()
 
     threading.Thread(target=watch_cancel, daemon=True).start()
     sink = MetricsSink(name) if lead else None
-    print(f"[aios] worker {args.process_id}/{args.num_processes} of job {name} starting "
-          f"(pid {__import__('os').getpid()})", flush=True)
+    print(
+        f"[aios] worker {args.process_id}/{args.num_processes} of job {name} starting "
+        f"(pid {__import__('os').getpid()})",
+        flush=True,
+    )
 
     def on_metrics(row):
         if sink:
@@ -65,8 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         sink.forget_after(_latest_checkpoint(name))
 
     try:
-        train(cfg, on_metrics=on_metrics, should_stop=stop.is_set, checkpoint_dir=checkpoint_dir(name),
-              on_start=(lambda info: store.update(name, info=info)) if lead else None)
+        train(
+            cfg,
+            on_metrics=on_metrics,
+            should_stop=stop.is_set,
+            checkpoint_dir=checkpoint_dir(name),
+            on_start=(lambda info: records.update(name, info=info)) if lead else None,
+        )
         if args.coordinator:  # every process leaves together, before the lead's catalog writes
             import jax
 
@@ -75,12 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         return _end(name, lead, sink, "failed", str(exc), code=3)
     except Exception as exc:  # a bug or an unexpected runtime error: keep the traceback in the log
         traceback.print_exc()
-        return _end(name, lead, sink, "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                    code=3)
+        return _end(
+            name, lead, sink, "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", code=3
+        )
     if why.get("cancel"):
         return _end(name, lead, sink, "cancelled", None)
     if why.get("signal"):
-        return _end(name, lead, sink, "interrupted", f"stopped by signal {why['signal']}; `%aios resume {name}` continues it")
+        return _end(
+            name, lead, sink, "interrupted", f"stopped by signal {why['signal']}; `%aios resume {name}` continues it"
+        )
     return _end(name, lead, sink, "succeeded", None)
 
 
@@ -100,7 +121,7 @@ def _end(name: str, lead: bool, sink: MetricsSink | None, state: str, error: str
     if sink:
         sink.flush()
     if lead:
-        store.update(name, state=state, error=error, ended=time.time(), pid=None)
+        records.update(name, state=state, error=error, ended=time.time(), pid=None)
     print(f"[aios] job {name} {state}{': ' + error if error else ''}", flush=True)
     return code
 

@@ -6,10 +6,24 @@
 
 Layout of a version, for readers such as the serving process: see ``registry.publish``.
 """
-from .catalog import (ModelVersion, audit_rows, audit_table, delete, get, list_models, model_names, models_table,
-                      resolve, set_alias, versions)
+
 from .load import LoadedModel, load, verify
 from .publish import publish, publish_params
+from .versions import ModelVersion, delete, get, list_models, model_names, models_table, resolve, set_alias, versions
 
-__all__ = ["load", "publish", "publish_params", "list_models", "model_names", "set_alias", "delete", "get", "resolve",
-           "versions", "verify", "ModelVersion", "LoadedModel", "models_table", "audit_rows", "audit_table"]
+__all__ = [
+    "load",
+    "publish",
+    "publish_params",
+    "list_models",
+    "model_names",
+    "set_alias",
+    "delete",
+    "get",
+    "resolve",
+    "versions",
+    "verify",
+    "ModelVersion",
+    "LoadedModel",
+    "models_table",
+]

@@ -2,6 +2,7 @@
 
 Compressed parameters stay compressed on the device; they are dequantised inside the jitted forward.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,8 @@ import numpy as np
 
 from ..catalog import catalog
 from ..errors import AiosError
-from .catalog import ModelVersion, get
 from .publish import FILES, FORMAT, sha256_bytes
+from .versions import ModelVersion, get
 
 
 def verify(mv: ModelVersion) -> dict[str, bytes]:
@@ -62,7 +63,7 @@ class LoadedModel:
     """
 
     def __init__(self, mv: ModelVersion, files: dict[str, bytes], device: Any = None):
-        from ..compress import store
+        from ..compress import params_file
         from ..compress.qmodel import QForward
         from ..train.models import build
 
@@ -70,7 +71,9 @@ class LoadedModel:
         self.name, self.version, self.path = mv.name, mv.version, Path(mv.path)
         self.definition = json.loads(files["model.json"])
         if self.definition.get("format") != FORMAT:
-            raise AiosError(f"model {mv.ref} is in format {self.definition.get('format')!r}; this aios_lab reads {FORMAT}")
+            raise AiosError(
+                f"model {mv.ref} is in format {self.definition.get('format')!r}; this aios_lab reads {FORMAT}"
+            )
         self.signature = json.loads(files["signature.json"])
         self.metrics = json.loads(files["metrics.json"])
         self.lineage = json.loads(files["lineage.json"])
@@ -78,7 +81,7 @@ class LoadedModel:
         self.task, self.input_shape = d["task"], tuple(d["input_shape"])
         self.input_dtype = np.dtype(d.get("input_dtype", "float32"))
         self.model = build(d["spec"], d["task"], int(d["n_outputs"]), self.input_shape)
-        params = store.tree_from_bytes(files["params.safetensors"], f"parameters of {mv.ref}")
+        params = params_file.tree_from_bytes(files["params.safetensors"], f"parameters of {mv.ref}")
         self.forward = QForward(self.model.apply, params, device=device)
         self.params = self.forward.params
 
@@ -86,12 +89,25 @@ class LoadedModel:
     def metadata(self) -> dict[str, Any]:
         """Everything known about this version: definition, signature, metrics, lineage, hashes, aliases."""
         mv = self.record
-        return {"name": self.name, "version": self.version, "path": str(self.path), "task": self.task,
-                "spec": self.definition["spec"], "method": self.definition.get("method"),
-                "input_shape": list(self.input_shape), "n_outputs": self.definition["n_outputs"],
-                "signature": self.signature, "metrics": self.metrics, "lineage": self.lineage,
-                "manifest_sha256": mv.manifest_sha256, "nbytes": mv.nbytes, "aliases": mv.aliases,
-                "created": mv.created, "created_by": mv.created_by, "param_bytes": self.nbytes}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "path": str(self.path),
+            "task": self.task,
+            "spec": self.definition["spec"],
+            "method": self.definition.get("method"),
+            "input_shape": list(self.input_shape),
+            "n_outputs": self.definition["n_outputs"],
+            "signature": self.signature,
+            "metrics": self.metrics,
+            "lineage": self.lineage,
+            "manifest_sha256": mv.manifest_sha256,
+            "nbytes": mv.nbytes,
+            "aliases": mv.aliases,
+            "created": mv.created,
+            "created_by": mv.created_by,
+            "param_bytes": self.nbytes,
+        }
 
     @property
     def nbytes(self) -> int:
@@ -109,8 +125,10 @@ class LoadedModel:
         if single:
             x = x[None]
         if tuple(x.shape[1:]) != self.input_shape:
-            raise AiosError(f"{self.name}:v{self.version} takes inputs shaped [batch, {', '.join(map(str, self.input_shape))}]"
-                            f", got {list(x.shape)}")
+            raise AiosError(
+                f"{self.name}:v{self.version} takes inputs shaped [batch, {', '.join(map(str, self.input_shape))}]"
+                f", got {list(x.shape)}"
+            )
         if x.dtype != self.input_dtype:
             if self.input_dtype.kind in "iu" and x.dtype.kind == "f" and not np.all(np.mod(x, 1) == 0):
                 raise AiosError(f"{self.name}:v{self.version} takes integer tokens ({self.input_dtype}); got fractions")
@@ -131,8 +149,13 @@ def load(model: str, version: int | str | None = None, *, device: Any = None, au
     files = verify(mv)
     loaded = LoadedModel(mv, files, device=device)
     if audit:
-        catalog().audit("load", mv.ref, manifest_sha256=mv.manifest_sha256, requested=str(version) if version is not None else None,
-                        pid=os.getpid())
+        catalog().audit(
+            "load",
+            mv.ref,
+            manifest_sha256=mv.manifest_sha256,
+            requested=str(version) if version is not None else None,
+            pid=os.getpid(),
+        )
     return loaded
 
 

@@ -3,7 +3,7 @@
 Layout of ``AIOS_HOME/models/NAME/vN/`` (read by ``load`` and by the serving process)::
 
     model.json          format, the model spec (source and config, JSON), task, input shape, n_outputs
-    params.safetensors  the parameters; compressed tensors as P::q, P::scale, P::mask (see compress.store)
+    params.safetensors  the parameters; compressed tensors as P::q, P::scale, P::mask (see compress.params_file)
     signature.json      V2-style inputs/outputs: name, datatype ("FP32", "INT32"), shape with -1 batch axis
     metrics.json        evaluation metrics
     lineage.json        dataset name+version, job, checkpoint step, compression method, code hash
@@ -12,6 +12,7 @@ Layout of ``AIOS_HOME/models/NAME/vN/`` (read by ``load`` and by the serving pro
 The directory is written aside, made read-only, renamed to ``vN`` and only then recorded in the catalog.
 No pickle anywhere.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,12 +33,24 @@ import numpy as np
 from ..catalog import catalog, next_version, user
 from ..errors import AiosError
 from ..names import check_name
-from .catalog import ModelVersion, check_alias, get, models_dir
+from .versions import ModelVersion, check_alias, get, models_dir
 
 FORMAT = "aios-model/1"
-V2_DATATYPES = {"float32": "FP32", "float16": "FP16", "bfloat16": "BF16", "float64": "FP64", "int8": "INT8",
-                "int16": "INT16", "int32": "INT32", "int64": "INT64", "uint8": "UINT8", "uint16": "UINT16",
-                "uint32": "UINT32", "uint64": "UINT64", "bool": "BOOL"}
+V2_DATATYPES = {
+    "float32": "FP32",
+    "float16": "FP16",
+    "bfloat16": "BF16",
+    "float64": "FP64",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "bool": "BOOL",
+}
 FILES = ("model.json", "params.safetensors", "signature.json", "metrics.json", "lineage.json")
 
 
@@ -106,8 +119,10 @@ def signature_for(model: Any, params: Any, task: str, input_shape: tuple, input_
         raise
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""
-        raise AiosError(f"the parameters do not fit the model on inputs of shape {tuple(input_shape)}: "
-                        f"{type(exc).__name__}: {first}") from None
+        raise AiosError(
+            f"the parameters do not fit the model on inputs of shape {tuple(input_shape)}: "
+            f"{type(exc).__name__}: {first}"
+        ) from None
     if not hasattr(out, "shape"):
         raise AiosError(f"the model returns {type(out).__name__}, not one array; a registry model needs one output")
 
@@ -117,21 +132,39 @@ def signature_for(model: Any, params: Any, task: str, input_shape: tuple, input_
             raise AiosError(f"dtype {name} has no Open Inference Protocol datatype")
         return V2_DATATYPES[name]
 
-    return {"inputs": [{"name": "input", "datatype": dt(input_dtype), "shape": [-1, *map(int, input_shape)]}],
-            "outputs": [{"name": "logits" if task in ("classification", "lm") else "output",
-                         "datatype": dt(out.dtype), "shape": [-1, *map(int, out.shape[1:])]}]}
+    return {
+        "inputs": [{"name": "input", "datatype": dt(input_dtype), "shape": [-1, *map(int, input_shape)]}],
+        "outputs": [
+            {
+                "name": "logits" if task in ("classification", "lm") else "output",
+                "datatype": dt(out.dtype),
+                "shape": [-1, *map(int, out.shape[1:])],
+            }
+        ],
+    }
 
 
-def publish_params(model: str, spec: dict[str, Any], params: Any, *, task: str, input_shape: tuple | list,
-                   n_outputs: int, metrics: dict[str, Any] | None = None, lineage: dict[str, Any] | None = None,
-                   alias: str | None = None, method: str | None = None, input_dtype: Any = None) -> ModelVersion:
+def publish_params(
+    model: str,
+    spec: dict[str, Any],
+    params: Any,
+    *,
+    task: str,
+    input_shape: tuple | list,
+    n_outputs: int,
+    metrics: dict[str, Any] | None = None,
+    lineage: dict[str, Any] | None = None,
+    alias: str | None = None,
+    method: str | None = None,
+    input_dtype: Any = None,
+) -> ModelVersion:
     """Write ``params`` (plain or compressed) as the next immutable version of ``model``.
 
     Everything is checked first (names, spec, that the parameters run in the model on ``input_shape``);
     then the artifact is written to a temporary directory, made read-only, renamed to ``vN`` and recorded
     in the catalog (with the alias, if given) in one transaction; the publish is appended to the audit log.
     """
-    from ..compress import store
+    from ..compress import params_file
     from ..compress.quant import parse_method
     from ..train.models import TASKS, build
 
@@ -149,16 +182,31 @@ def publish_params(model: str, spec: dict[str, Any], params: Any, *, task: str, 
     n_outputs = int(n_outputs)
     built = build(spec, task, n_outputs, input_shape)
     signature = signature_for(built, params, task, input_shape, input_dtype)
-    definition = {"format": FORMAT, "name": model, "spec": spec, "task": task, "input_shape": list(input_shape),
-                  "input_dtype": input_dtype.name, "n_outputs": n_outputs, "method": method}
+    definition = {
+        "format": FORMAT,
+        "name": model,
+        "spec": spec,
+        "task": task,
+        "input_shape": list(input_shape),
+        "input_dtype": input_dtype.name,
+        "n_outputs": n_outputs,
+        "method": method,
+    }
     lineage = {"method": method, "code_hash": code_hash(spec), **(lineage or {})}
     lineage.setdefault("aios_lab", _version())
     metrics = _clean_metrics(metrics)
-    blobs = {"model.json": _json(definition, "the model spec"), "signature.json": _json(signature, "signature"),
-             "metrics.json": _json(metrics, "metrics"), "lineage.json": _json(lineage, "lineage"),
-             "params.safetensors": store.tree_to_bytes(params, {"format": "np"})}
-    manifest = {"algorithm": "sha256", "model": model,
-                "files": {n: {"sha256": sha256_bytes(b), "bytes": len(b)} for n, b in sorted(blobs.items())}}
+    blobs = {
+        "model.json": _json(definition, "the model spec"),
+        "signature.json": _json(signature, "signature"),
+        "metrics.json": _json(metrics, "metrics"),
+        "lineage.json": _json(lineage, "lineage"),
+        "params.safetensors": params_file.tree_to_bytes(params, {"format": "np"}),
+    }
+    manifest = {
+        "algorithm": "sha256",
+        "model": model,
+        "files": {n: {"sha256": sha256_bytes(b), "bytes": len(b)} for n, b in sorted(blobs.items())},
+    }
     blobs["manifest.json"] = _json(manifest, "manifest")
     manifest_sha = sha256_bytes(blobs["manifest.json"])
     total = sum(len(b) for b in blobs.values())
@@ -181,28 +229,60 @@ def publish_params(model: str, spec: dict[str, Any], params: Any, *, task: str, 
             version = max(next_version(db, "models", model), max(on_disk, default=0) + 1)
             final = root / f"v{version}"
             os.rename(tmp, final)
-            db.execute("INSERT INTO models (name, version, path, manifest_sha256, nbytes, signature, metrics, lineage, "
-                       "created_by, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                       (model, version, str(final), manifest_sha, total, json.dumps(signature),
-                        json.dumps(metrics, default=_plain), json.dumps(lineage, default=_plain),
-                        user(), time.time()))
+            db.execute(
+                "INSERT INTO models (name, version, path, manifest_sha256, nbytes, signature, metrics, lineage, "
+                "created_by, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    model,
+                    version,
+                    str(final),
+                    manifest_sha,
+                    total,
+                    json.dumps(signature),
+                    json.dumps(metrics, default=_plain),
+                    json.dumps(lineage, default=_plain),
+                    user(),
+                    time.time(),
+                ),
+            )
             if alias is not None:
                 old = db.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, alias)).fetchone()
-                db.execute("INSERT OR REPLACE INTO aliases (model, alias, version, updated) VALUES (?,?,?,?)",
-                           (model, alias, version, time.time()))
+                db.execute(
+                    "INSERT OR REPLACE INTO aliases (model, alias, version, updated) VALUES (?,?,?,?)",
+                    (model, alias, version, time.time()),
+                )
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    cat.audit("publish", f"{model}:v{version}", manifest_sha256=manifest_sha, nbytes=total, method=method,
-              job=lineage.get("job"), checkpoint_step=lineage.get("checkpoint_step"))
+    cat.audit(
+        "publish",
+        f"{model}:v{version}",
+        manifest_sha256=manifest_sha,
+        nbytes=total,
+        method=method,
+        job=lineage.get("job"),
+        checkpoint_step=lineage.get("checkpoint_step"),
+    )
     if alias is not None:
-        cat.audit("alias", f"{model}@{alias}", version=version, previous=int(old[0]) if old else None,
-                  manifest_sha256=manifest_sha)
+        cat.audit(
+            "alias",
+            f"{model}@{alias}",
+            version=version,
+            previous=int(old[0]) if old else None,
+            manifest_sha256=manifest_sha,
+        )
     return get(model, version)
 
 
-def publish(job: Any, variant: str | None = None, checkpoint: str | int | None = None, as_: str | None = None,
-            alias: str | None = None, *, model: str | None = None) -> ModelVersion:
+def publish(
+    job: Any,
+    variant: str | None = None,
+    checkpoint: str | int | None = None,
+    as_: str | None = None,
+    alias: str | None = None,
+    *,
+    model: str | None = None,
+) -> ModelVersion:
     """``%aios publish JOB [--variant V] [--checkpoint C] --as MODEL [--alias A]``: a job's checkpoint (or
     compressed variant) becomes the next version of MODEL, with lineage back to the job and dataset.
 
@@ -223,23 +303,48 @@ def publish(job: Any, variant: str | None = None, checkpoint: str | int | None =
         params, row = capi.load_variant(j.name, variant)
         step, method = int(row["checkpoint_step"]), row["method"]
         if checkpoint is not None and capi.resolve_checkpoint(j, checkpoint) != step:
-            raise AiosError(f"variant {row['variant']!r} of {j.name!r} was made from step {step}, not from "
-                            f"--checkpoint {checkpoint}; compress that checkpoint first or drop --checkpoint")
+            raise AiosError(
+                f"variant {row['variant']!r} of {j.name!r} was made from step {step}, not from "
+                f"--checkpoint {checkpoint}; compress that checkpoint first or drop --checkpoint"
+            )
         rep = json.loads(row["report"])
         if rep.get("metric_after") is not None:
-            metrics.update({rep["metric"]: rep["metric_after"], f"{rep['metric']}_uncompressed": rep["metric_before"],
-                            "eval": rep.get("eval")})
-        metrics.update(compression_ratio=round(rep.get("ratio", 0.0), 4),
-                       max_abs_logit_diff=rep.get("max_abs_logit_diff"))
+            metrics.update(
+                {
+                    rep["metric"]: rep["metric_after"],
+                    f"{rep['metric']}_uncompressed": rep["metric_before"],
+                    "eval": rep.get("eval"),
+                }
+            )
+        metrics.update(
+            compression_ratio=round(rep.get("ratio", 0.0), 4), max_abs_logit_diff=rep.get("max_abs_logit_diff")
+        )
     else:
         step = capi.resolve_checkpoint(j, checkpoint)
         params, method = j.params(step), None
         metrics = _job_metrics(j, step)
     ds = capi.dataset_of(tc)
-    lineage = {"dataset": ds.name, "dataset_version": ds.version, "dataset_hash": getattr(ds, "hash", None),
-               "job": j.name, "checkpoint_step": step, "method": method, "variant": row["variant"] if variant else None}
-    return publish_params(name, tc["spec"], params, task=tc["task"], input_shape=tuple(ds.feature_shape),
-                          n_outputs=tc["n_outputs"], metrics=metrics, lineage=lineage, alias=alias, method=method)
+    lineage = {
+        "dataset": ds.name,
+        "dataset_version": ds.version,
+        "dataset_hash": getattr(ds, "hash", None),
+        "job": j.name,
+        "checkpoint_step": step,
+        "method": method,
+        "variant": row["variant"] if variant else None,
+    }
+    return publish_params(
+        name,
+        tc["spec"],
+        params,
+        task=tc["task"],
+        input_shape=tuple(ds.feature_shape),
+        n_outputs=tc["n_outputs"],
+        metrics=metrics,
+        lineage=lineage,
+        alias=alias,
+        method=method,
+    )
 
 
 def _job_metrics(job: Any, step: int) -> dict[str, Any]:

@@ -5,6 +5,7 @@
 >>> ep.url, ep.token_file             # 'http://127.0.0.1:8500', AIOS_HOME/serve/token
 >>> aios.endpoints()                  # what the catalog records
 """
+
 from .auth import create_token, default_token
 from .process import Endpoint, build_app, endpoints, serve
 

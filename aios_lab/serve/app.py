@@ -15,6 +15,7 @@ Routes (``[/versions/V]`` optional; V is a number or an alias):
     POST /v2/repository/models/M/load | /unload           load (hot swap), unload  admin
     GET  /metrics | /openapi.json                                                  infer|admin
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +23,8 @@ import gc
 import io
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 
@@ -50,8 +52,18 @@ class Disconnected(Exception):
 class Request:
     """What a handler needs from the ASGI scope, read once."""
 
-    __slots__ = ("method", "path", "authorization", "ihcl", "content_encoding", "accept_encoding",
-                 "content_length", "client", "receive", "body_len")
+    __slots__ = (
+        "method",
+        "path",
+        "authorization",
+        "ihcl",
+        "content_encoding",
+        "accept_encoding",
+        "content_length",
+        "client",
+        "receive",
+        "body_len",
+    )
 
     def __init__(self, scope: dict, receive: Callable):
         self.method, self.path, self.receive = scope["method"], scope["path"], receive
@@ -74,8 +86,9 @@ class Request:
         if self.content_length is not None:
             try:
                 if int(self.content_length) > limit:
-                    raise ProtocolError(f"request body of {self.content_length} bytes is over the "
-                                        f"{limit}-byte limit", 413)
+                    raise ProtocolError(
+                        f"request body of {self.content_length} bytes is over the {limit}-byte limit", 413
+                    )
             except ValueError:
                 raise ProtocolError("bad Content-Length header") from None
         msg = await self.receive()
@@ -117,21 +130,40 @@ def ok(doc: Any) -> Response:
 
 def _access_line(req: Request, ctx: list, status: int, dt: float, bytes_out: int) -> bytes:
     client = req.client
-    return orjson.dumps({
-        "time": time.time(), "method": req.method, "path": req.path, "status": status, "us": int(dt * 1e6),
-        "route": ctx[0], "model": ctx[1] or None, "version": ctx[2] or None, "bytes_in": req.body_len,
-        "bytes_out": bytes_out, "client": f"{client[0]}:{client[1]}" if client else None,
-    }, option=orjson.OPT_APPEND_NEWLINE)
+    return orjson.dumps(
+        {
+            "time": time.time(),
+            "method": req.method,
+            "path": req.path,
+            "status": status,
+            "us": int(dt * 1e6),
+            "route": ctx[0],
+            "model": ctx[1] or None,
+            "version": ctx[2] or None,
+            "bytes_in": req.body_len,
+            "bytes_out": bytes_out,
+            "client": f"{client[0]}:{client[1]}" if client else None,
+        },
+        option=orjson.OPT_APPEND_NEWLINE,
+    )
 
 
 class V2App:
     """The ASGI app. ``repository`` holds the models; ``tokens`` checks bearer tokens."""
 
-    def __init__(self, repository: Repository | None = None, *, metrics: Metrics | None = None,
-                 tokens: TokenCache | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
-                 models: list[str] | None = None, access_log: Any = None, poll_interval: float = 1.0,
-                 on_started: Callable[["V2App"], None] | None = None,
-                 on_stopped: Callable[["V2App"], None] | None = None):
+    def __init__(
+        self,
+        repository: Repository | None = None,
+        *,
+        metrics: Metrics | None = None,
+        tokens: TokenCache | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY,
+        models: list[str] | None = None,
+        access_log: Any = None,
+        poll_interval: float = 1.0,
+        on_started: Callable[[V2App], None] | None = None,
+        on_stopped: Callable[[V2App], None] | None = None,
+    ):
         self.metrics = metrics or Metrics()
         self.repository = repository or Repository(batch_observer=self.metrics.batch_observer)
         if self.repository.batch_observer is None:
@@ -289,9 +321,12 @@ class V2App:
         role = self.tokens.role(req.authorization)
         if role is None:
             why = "missing" if not req.authorization else "invalid"
-            raise error(401, f"{why} bearer token: send 'Authorization: Bearer TOKEN' (the default token is in "
-                             "AIOS_HOME/serve/token; `aios token create --role infer` makes another)",
-                        [(b"www-authenticate", b"Bearer")])
+            raise error(
+                401,
+                f"{why} bearer token: send 'Authorization: Bearer TOKEN' (the default token is in "
+                "AIOS_HOME/serve/token; `aios token create --role infer` makes another)",
+                [(b"www-authenticate", b"Bearer")],
+            )
         if admin and role != "admin":
             raise error(403, "this route needs a token with the admin role; yours has the infer role")
 
@@ -357,8 +392,15 @@ class V2App:
         if action == "ready":
             return ok({"name": name, "ready": True})
         if action == "metadata":
-            return ok({"name": name, "versions": self.repository.version_names(name), "platform": "jax_xla",
-                       "inputs": served.signature["inputs"], "outputs": served.signature["outputs"]})
+            return ok(
+                {
+                    "name": name,
+                    "versions": self.repository.version_names(name),
+                    "platform": "jax_xla",
+                    "inputs": served.signature["inputs"],
+                    "outputs": served.signature["outputs"],
+                }
+            )
         return ok(self._config(served))
 
     async def _infer(self, req: Request, served) -> Response:
@@ -376,8 +418,10 @@ class V2App:
         if hlen is None:
             headers = list(_JSON)
         else:
-            headers = [(b"content-type", b"application/octet-stream"),
-                       (b"inference-header-content-length", str(hlen).encode())]
+            headers = [
+                (b"content-type", b"application/octet-stream"),
+                (b"inference-header-content-length", str(hlen).encode()),
+            ]
         if req.accept_encoding and len(out) >= COMPRESS_MIN:
             out, enc = compress(out, req.accept_encoding)
             if enc:
@@ -385,16 +429,26 @@ class V2App:
         return Response(200, out, headers)
 
     def _config(self, s) -> dict:
-        to_cfg = lambda t: {"name": t["name"], "data_type": "TYPE_" + ("STRING" if t["datatype"] == "BYTES" else t["datatype"]),
-                            "dims": t["shape"][1:]}
+        to_cfg = lambda t: {
+            "name": t["name"],
+            "data_type": "TYPE_" + ("STRING" if t["datatype"] == "BYTES" else t["datatype"]),
+            "dims": t["shape"][1:],
+        }
         b = s.batcher
         return {
-            "name": s.name, "platform": "jax_xla", "backend": "jax", "version_policy": {"specific": {"versions": [s.version]}},
+            "name": s.name,
+            "platform": "jax_xla",
+            "backend": "jax",
+            "version_policy": {"specific": {"versions": [s.version]}},
             "max_batch_size": b.max_batch_size,
             "input": [to_cfg(t) for t in s.signature["inputs"]],
             "output": [to_cfg(t) for t in s.signature["outputs"]],
-            "dynamic_batching": {"preferred_batch_size": b.buckets,
-                                 "max_queue_delay_microseconds": int(b.max_queue_delay * 1e6)} if b.enabled else None,
+            "dynamic_batching": {
+                "preferred_batch_size": b.buckets,
+                "max_queue_delay_microseconds": int(b.max_queue_delay * 1e6),
+            }
+            if b.enabled
+            else None,
             "parameters": {"version": {"string_value": s.vstr}},
         }
 
@@ -435,8 +489,11 @@ class V2App:
                 raise error(404, f"unknown model {name!r}")
             return ok({})
         if "config" in params or any(str(k).startswith("file:") for k in params):
-            raise error(501, "loading with a config or file override is not supported: publish a registry "
-                             "version instead (aios publish ... --as MODEL)")
+            raise error(
+                501,
+                "loading with a config or file override is not supported: publish a registry "
+                "version instead (aios publish ... --as MODEL)",
+            )
         ref = params.get("version")
         if ref is not None:
             if not isinstance(ref, (str, int)) or isinstance(ref, bool) or str(ref) == "":

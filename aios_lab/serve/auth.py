@@ -5,6 +5,7 @@ catalog's ``tokens`` table (a token this random needs no slow hash). Roles: ``in
 metadata and call infer; ``admin`` may also use the model repository routes. The default admin
 token lives in ``AIOS_HOME/serve/token`` (mode 0600), created on first use.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +33,9 @@ def create_token(role: str = "infer", label: str | None = None) -> str:
     digest = _hash(token)
     cat = catalog()
     with cat.tx() as db:
-        db.execute("INSERT INTO tokens (hash, role, label, created) VALUES (?,?,?,?)",
-                   (digest, role, label, time.time()))
+        db.execute(
+            "INSERT INTO tokens (hash, role, label, created) VALUES (?,?,?,?)", (digest, role, label, time.time())
+        )
     cat.audit("token.create", role, label=label, hash_prefix=digest[:12])
     return token
 

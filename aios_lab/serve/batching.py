@@ -17,14 +17,15 @@ it already keeps every core busy (XLA on CPU spreads a large batch over all core
 only splits the clients into two half-size batches that cost more CPU per row. Each request gets
 exactly its own rows.
 """
+
 from __future__ import annotations
 
 import asyncio
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -70,9 +71,17 @@ class Batcher:
     the same number of rows. ``enabled=False`` runs each request alone (still padded to a bucket).
     """
 
-    def __init__(self, forward: Callable[..., Sequence[np.ndarray]], input_specs: list[tuple[tuple, np.dtype]],
-                 *, max_batch_size: int = 32, max_queue_delay: float = 0.002, enabled: bool = True,
-                 on_batch: Callable[[int], None] | None = None, offload_after: float = 0.002):
+    def __init__(
+        self,
+        forward: Callable[..., Sequence[np.ndarray]],
+        input_specs: list[tuple[tuple, np.dtype]],
+        *,
+        max_batch_size: int = 32,
+        max_queue_delay: float = 0.002,
+        enabled: bool = True,
+        on_batch: Callable[[int], None] | None = None,
+        offload_after: float = 0.002,
+    ):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.forward = forward
@@ -113,8 +122,9 @@ class Batcher:
             timings.append((time.perf_counter() - wall, time.process_time() - cpu))
         self.forward_seconds, cpu = sorted(timings)[1]
         self.forward_cores = cpu / max(self.forward_seconds, 1e-9)
-        self.offload = (self.enabled and self.forward_seconds > self.offload_after
-                        and self.forward_cores < _cores() - 0.5)
+        self.offload = (
+            self.enabled and self.forward_seconds > self.offload_after and self.forward_cores < _cores() - 0.5
+        )
 
     def depth(self) -> int:
         """Requests waiting in the queue (for the queue-depth gauge)."""
@@ -145,8 +155,11 @@ class Batcher:
             return
         # Room for more and within the delay budget: one spare loop turn always, more while others are
         # on their way.
-        if ((not self._spare_turn or self.arriving > 0) and self.queued_rows < self.max_batch_size
-                and time.perf_counter() - self._since < self.max_queue_delay):
+        if (
+            (not self._spare_turn or self.arriving > 0)
+            and self.queued_rows < self.max_batch_size
+            and time.perf_counter() - self._since < self.max_queue_delay
+        ):
             self._spare_turn = True
             self._loop.call_soon(self._run)
             return
@@ -194,7 +207,7 @@ class Batcher:
         outs = self._run_padded(joined, rows)
         results, start = [], 0
         for _, n, _ in batch:
-            results.append([o[start:start + n] for o in outs])
+            results.append([o[start : start + n] for o in outs])
             start += n
         return results
 
@@ -224,8 +237,9 @@ class Batcher:
         """Run ``rows`` rows through the forward pass in compiled bucket sizes; return exactly ``rows`` rows."""
         top = self.buckets[-1]
         if rows > top:  # larger than any bucket: chunks of the largest one
-            parts = [self._run_padded([x[s:s + top] for x in inputs], min(top, rows - s))
-                     for s in range(0, rows, top)]
+            parts = [
+                self._run_padded([x[s : s + top] for x in inputs], min(top, rows - s)) for s in range(0, rows, top)
+            ]
             return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
         size = next(b for b in self.buckets if b >= rows)
         if size != rows:

@@ -3,9 +3,10 @@
 Each app gets its own ``CollectorRegistry`` so several servers can live in one process (tests).
 Label children are cached so that counting a request costs a dict lookup and two increments.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -18,16 +19,32 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("aios_serve_requests", "HTTP requests by route, model, version and status",
-                                ["route", "model", "version", "status"], registry=self.registry)
-        self.latency = Histogram("aios_serve_request_seconds", "Time from request start to response, by route and model",
-                                 ["route", "model"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.batch_size = Histogram("aios_serve_batch_size", "Rows per forward pass", ["model", "version"],
-                                    buckets=BATCH_BUCKETS, registry=self.registry)
-        self.queue_depth = Gauge("aios_serve_queue_depth", "Requests waiting for a batch", ["model", "version"],
-                                 registry=self.registry)
-        self.loaded = Gauge("aios_serve_model_loaded", "1 for each loaded model version", ["model", "version"],
-                            registry=self.registry)
+        self.requests = Counter(
+            "aios_serve_requests",
+            "HTTP requests by route, model, version and status",
+            ["route", "model", "version", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "aios_serve_request_seconds",
+            "Time from request start to response, by route and model",
+            ["route", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "aios_serve_batch_size",
+            "Rows per forward pass",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "aios_serve_queue_depth", "Requests waiting for a batch", ["model", "version"], registry=self.registry
+        )
+        self.loaded = Gauge(
+            "aios_serve_model_loaded", "1 for each loaded model version", ["model", "version"], registry=self.registry
+        )
         self._children: dict[tuple, tuple] = {}
 
     def observe(self, route: str, model: str, version: str, status: int, seconds: float) -> None:

@@ -5,6 +5,7 @@
 ``/v2/health/ready``. The process writes its row in the catalog's ``endpoints`` table (url, pid,
 the models it serves, state) and a structured JSON access log ``AIOS_HOME/serve/<port>.access.log``.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,15 @@ class Endpoint:
         return False
 
     def to_json(self) -> dict:
-        return {"url": self.url, "host": self.host, "port": self.port, "pid": self.pid, "models": self.models,
-                "state": self.state, "started": self.started}
+        return {
+            "url": self.url,
+            "host": self.host,
+            "port": self.port,
+            "pid": self.pid,
+            "models": self.models,
+            "state": self.state,
+            "started": self.started,
+        }
 
     def __repr__(self) -> str:
         return f"Endpoint({self.url}, pid={self.pid}, state={self.state}, models={sorted(self.models)})"
@@ -97,9 +105,18 @@ def _health(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def serve(port: int = 8500, host: str = "127.0.0.1", detach: bool = True, *, models: list[str] | None = None,
-          max_batch_size: int = 32, max_queue_delay_ms: float = 2.0, batching: bool = True,
-          max_body_mb: float = 64.0, timeout: float = 180.0) -> Endpoint:
+def serve(
+    port: int = 8500,
+    host: str = "127.0.0.1",
+    detach: bool = True,
+    *,
+    models: list[str] | None = None,
+    max_batch_size: int = 32,
+    max_queue_delay_ms: float = 2.0,
+    batching: bool = True,
+    max_body_mb: float = 64.0,
+    timeout: float = 180.0,
+) -> Endpoint:
     """Ensure a V2 endpoint serves on ``host:port``; returns it (started detached if not running).
 
     ``models``: names (``name``, ``name@3``, ``name@staging``) to serve; default every registry model.
@@ -112,8 +129,18 @@ def serve(port: int = 8500, host: str = "127.0.0.1", detach: bool = True, *, mod
         if ep.url == url and ep.state == "running" and _health(url):
             return ep
     default_token()  # create the token file before the first client needs it
-    argv = ["--port", str(port), "--host", host, "--max-batch-size", str(max_batch_size),
-            "--max-queue-delay-ms", str(max_queue_delay_ms), "--max-body-mb", str(max_body_mb)]
+    argv = [
+        "--port",
+        str(port),
+        "--host",
+        host,
+        "--max-batch-size",
+        str(max_batch_size),
+        "--max-queue-delay-ms",
+        str(max_queue_delay_ms),
+        "--max-body-mb",
+        str(max_body_mb),
+    ]
     if not batching:
         argv.append("--no-batching")
     if models:
@@ -125,15 +152,22 @@ def serve(port: int = 8500, host: str = "127.0.0.1", detach: bool = True, *, mod
         raise AiosError(f"{host}:{port} is already in use by another program; pick another --port")
     logfile = config.area("serve") / f"{port}.log"
     logfile.parent.mkdir(parents=True, exist_ok=True)
-    with open(logfile, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "aios_lab.serve", *argv], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "AIOS_HOME": str(config.home())})
+    with config.open_private(logfile) as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aios_lab.serve", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "AIOS_HOME": str(config.home())},
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = logfile.read_text(errors="replace").splitlines()[-8:]
-            raise AiosError(f"the server exited with code {proc.returncode}; its log {logfile} ends:\n" + "\n".join(tail))
+            raise AiosError(
+                f"the server exited with code {proc.returncode}; its log {logfile} ends:\n" + "\n".join(tail)
+            )
         if _health(url, timeout=0.5):
             ep = next((e for e in endpoints() if e.url == url and e.pid == proc.pid), None)
             if ep is not None:
@@ -165,8 +199,11 @@ def _record(url: str, host: str, port: int, state: str, models: dict) -> None:
     with catalog().tx() as db:
         row = db.execute("SELECT started, pid FROM endpoints WHERE url = ?", (url,)).fetchone()
         started = row["started"] if row is not None and row["pid"] == os.getpid() else now
-        db.execute("INSERT OR REPLACE INTO endpoints (url, host, port, pid, models, state, started, updated) "
-                   "VALUES (?,?,?,?,?,?,?,?)", (url, host, port, os.getpid(), json.dumps(models), state, started, now))
+        db.execute(
+            "INSERT OR REPLACE INTO endpoints (url, host, port, pid, models, state, started, updated) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (url, host, port, os.getpid(), json.dumps(models), state, started, now),
+        )
 
 
 def configure_jax() -> None:
@@ -176,9 +213,19 @@ def configure_jax() -> None:
     jax.config.update("jax_cpu_enable_async_dispatch", False)  # 17.6 us vs 55 us for a batch-1 forward
 
 
-def build_app(*, models: list[str] | None = None, max_batch_size: int = 32, max_queue_delay_ms: float = 2.0,
-              batching: bool = True, max_body_mb: float = 64.0, access_log=None, url: str | None = None,
-              host: str = "127.0.0.1", port: int = 0, poll_interval: float = 1.0):
+def build_app(
+    *,
+    models: list[str] | None = None,
+    max_batch_size: int = 32,
+    max_queue_delay_ms: float = 2.0,
+    batching: bool = True,
+    max_body_mb: float = 64.0,
+    access_log=None,
+    url: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    poll_interval: float = 1.0,
+):
     """The app as the server process runs it; with ``url`` it records itself in the catalog."""
     from .app import V2App
     from .metrics import Metrics
@@ -193,8 +240,13 @@ def build_app(*, models: list[str] | None = None, max_batch_size: int = 32, max_
             except Exception as exc:  # the catalog is busy: the next change records it
                 log.warning("could not record the endpoint: %s", exc)
 
-    repo = Repository(max_batch_size=max_batch_size, max_queue_delay=max_queue_delay_ms / 1000,
-                      batching=batching, on_change=on_change, batch_observer=metrics.batch_observer)
+    repo = Repository(
+        max_batch_size=max_batch_size,
+        max_queue_delay=max_queue_delay_ms / 1000,
+        batching=batching,
+        on_change=on_change,
+        batch_observer=metrics.batch_observer,
+    )
 
     def started(a):
         if url is not None:
@@ -206,13 +258,22 @@ def build_app(*, models: list[str] | None = None, max_batch_size: int = 32, max_
             _record(url, host, port, "stopped", a.repository.summary())
             catalog().audit("serve.stop", url, pid=os.getpid())
 
-    app = V2App(repo, metrics=metrics, max_body_bytes=int(max_body_mb * 1024 * 1024), models=models,
-                access_log=access_log, poll_interval=poll_interval, on_started=started, on_stopped=stopped)
+    app = V2App(
+        repo,
+        metrics=metrics,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        models=models,
+        access_log=access_log,
+        poll_interval=poll_interval,
+        on_started=started,
+        on_stopped=stopped,
+    )
     return app
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m aios_lab.serve``: run the server in the foreground until SIGTERM (drains first)."""
+    config.private_umask()
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m aios_lab.serve", description="the aios_lab V2 inference server")
@@ -232,10 +293,18 @@ def main(argv: list[str] | None = None) -> int:
 
     default_token()
     url = _url(a.host, a.port)
-    access = open(config.area("serve") / f"{a.port}.access.log", "ab", buffering=1 << 16)
-    app = build_app(models=a.models.split(",") if a.models else None, max_batch_size=a.max_batch_size,
-                    max_queue_delay_ms=a.max_queue_delay_ms, batching=not a.no_batching,
-                    max_body_mb=a.max_body_mb, access_log=access, url=url, host=a.host, port=a.port)
+    access = config.open_private(config.area("serve") / f"{a.port}.access.log", "ab", buffering=1 << 16)
+    app = build_app(
+        models=a.models.split(",") if a.models else None,
+        max_batch_size=a.max_batch_size,
+        max_queue_delay_ms=a.max_queue_delay_ms,
+        batching=not a.no_batching,
+        max_body_mb=a.max_body_mb,
+        access_log=access,
+        url=url,
+        host=a.host,
+        port=a.port,
+    )
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):  # SIGTERM/SIGINT: stop taking work, let requests in flight finish
@@ -248,9 +317,17 @@ def main(argv: list[str] | None = None) -> int:
                     pass
             super().handle_exit(sig, frame)
 
-    cfg = uvicorn.Config(app, host=a.host, port=a.port, lifespan="on", access_log=False, log_level="warning",
-                         timeout_graceful_shutdown=a.drain_timeout, timeout_keep_alive=30,
-                         h11_max_incomplete_event_size=1 << 20)
+    cfg = uvicorn.Config(
+        app,
+        host=a.host,
+        port=a.port,
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=a.drain_timeout,
+        timeout_keep_alive=30,
+        h11_max_incomplete_event_size=1 << 20,
+    )
     server = Server(cfg)
     server.run()
     access.close()

@@ -6,6 +6,7 @@ raw single-input bodies), every V2 datatype including Triton's BF16, and gzip/de
 Nothing here knows about HTTP servers or models beyond their signature; every problem with a
 request raises :class:`ProtocolError` carrying the HTTP status and a one-line message.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -20,11 +21,17 @@ import orjson
 # V2 datatype -> numpy dtype (BYTES: object arrays of bytes).
 DATATYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8), "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
     "BF16": np.dtype(ml_dtypes.bfloat16),
     "BYTES": np.dtype(object),
 }
@@ -201,19 +208,20 @@ def _from_bytes(buf: memoryview, shape: tuple[int, ...], datatype: str, where: s
         while pos < len(buf):
             if pos + 4 > len(buf):
                 raise ProtocolError(f"BYTES data of {where} ends inside a length prefix")
-            ln = int.from_bytes(buf[pos:pos + 4], "little")
+            ln = int.from_bytes(buf[pos : pos + 4], "little")
             pos += 4
             if pos + ln > len(buf):
                 raise ProtocolError(f"BYTES data of {where} is shorter than an element's length prefix says")
-            items.append(bytes(buf[pos:pos + ln]))
+            items.append(bytes(buf[pos : pos + ln]))
             pos += ln
         if len(items) != n:
             raise ProtocolError(f"{where} has {len(items)} BYTES elements but shape {list(shape)} needs {n}")
         return np.array(items, dtype=object).reshape(shape)
     dt = DATATYPES[datatype]
     if len(buf) != n * dt.itemsize:
-        raise ProtocolError(f"{where} has {len(buf)} bytes of binary data but shape {list(shape)} "
-                            f"of {datatype} needs {n * dt.itemsize}")
+        raise ProtocolError(
+            f"{where} has {len(buf)} bytes of binary data but shape {list(shape)} of {datatype} needs {n * dt.itemsize}"
+        )
     return np.frombuffer(buf, dtype=dt).reshape(shape)
 
 
@@ -225,7 +233,7 @@ def parse_infer(body: bytes, ihcl: str | None, signature: dict) -> InferRequest:
         return _parse_raw(memoryview(body), ins, outs)
     view = memoryview(body)
     header = loads(view if hlen is None else view[:hlen], "inference header")
-    binary = view[len(view):] if hlen is None else view[hlen:]
+    binary = view[len(view) :] if hlen is None else view[hlen:]
     if not isinstance(header, dict):
         raise ProtocolError("the inference request must be a JSON object")
     req_id = header.get("id")
@@ -247,14 +255,14 @@ def parse_infer(body: bytes, ihcl: str | None, signature: dict) -> InferRequest:
         where = f"input {name!r}"
         spec = ins[0] if ins[0]["name"] == name else next((s for s in ins if s["name"] == name), None)
         if spec is None:
-            raise ProtocolError(f"unknown input {name!r}: the model's inputs are "
-                                f"{', '.join(repr(s['name']) for s in ins)}")
+            raise ProtocolError(
+                f"unknown input {name!r}: the model's inputs are {', '.join(repr(s['name']) for s in ins)}"
+            )
         if name in by_name:
             raise ProtocolError(f"input {name!r} is given twice")
         datatype = t.get("datatype")
         if datatype not in DATATYPES:
-            raise ProtocolError(f"{where} has unknown datatype {datatype!r}; V2 datatypes are "
-                                f"{', '.join(DATATYPES)}")
+            raise ProtocolError(f"{where} has unknown datatype {datatype!r}; V2 datatypes are {', '.join(DATATYPES)}")
         if datatype != spec["datatype"]:
             raise ProtocolError(f"{where} is {datatype} but the model expects {spec['datatype']}")
         shape = _shape(t.get("shape"), where)
@@ -267,12 +275,15 @@ def parse_infer(body: bytes, ihcl: str | None, signature: dict) -> InferRequest:
             if "data" in t:
                 raise ProtocolError(f"{where} has both 'data' and 'binary_data_size'")
             if hlen is None:
-                raise ProtocolError(f"{where} has 'binary_data_size' but the request has no "
-                                    "Inference-Header-Content-Length header")
+                raise ProtocolError(
+                    f"{where} has 'binary_data_size' but the request has no Inference-Header-Content-Length header"
+                )
             if offset + size > len(binary):
-                raise ProtocolError(f"binary data of {where} runs past the end of the body "
-                                    f"({offset + size} > {len(binary)} bytes after the header)")
-            arr = _from_bytes(binary[offset:offset + size], shape, datatype, where)
+                raise ProtocolError(
+                    f"binary data of {where} runs past the end of the body "
+                    f"({offset + size} > {len(binary)} bytes after the header)"
+                )
+            arr = _from_bytes(binary[offset : offset + size], shape, datatype, where)
             offset += size
         else:
             if "data" not in t:
@@ -302,8 +313,9 @@ def parse_infer(body: bytes, ihcl: str | None, signature: dict) -> InferRequest:
                 raise ProtocolError(f"outputs[{i}] needs a string 'name'")
             k = next((k for k, s in enumerate(outs) if s["name"] == o["name"]), None)
             if k is None:
-                raise ProtocolError(f"unknown output {o['name']!r}: the model's outputs are "
-                                    f"{', '.join(repr(s['name']) for s in outs)}")
+                raise ProtocolError(
+                    f"unknown output {o['name']!r}: the model's outputs are {', '.join(repr(s['name']) for s in outs)}"
+                )
             as_binary = _parameters(o, f"output {o['name']!r}").get("binary_data", binary_default)
             if not isinstance(as_binary, bool):
                 raise ProtocolError(f"'binary_data' of output {o['name']!r} must be true or false")
@@ -323,8 +335,10 @@ def _rows(inputs: list[np.ndarray], specs: list[dict]) -> int:
 
 def _parse_raw(body: memoryview, ins: list[dict], outs: list[dict]) -> InferRequest:
     if len(ins) != 1:
-        raise ProtocolError("a raw binary request (Inference-Header-Content-Length: 0) needs a model "
-                            f"with exactly one input; this one has {len(ins)}")
+        raise ProtocolError(
+            "a raw binary request (Inference-Header-Content-Length: 0) needs a model "
+            f"with exactly one input; this one has {len(ins)}"
+        )
     spec = ins[0]
     if spec["datatype"] == "BYTES":
         raise ProtocolError("raw binary requests are not supported for BYTES inputs here")
@@ -333,8 +347,10 @@ def _parse_raw(body: memoryview, ins: list[dict], outs: list[dict]) -> InferRequ
     if spec["shape"][:1] != [-1] or any(d == -1 for d in spec["shape"][1:]):
         raise ProtocolError("raw binary requests need an input with only a variable batch axis")
     if per_row == 0 or len(body) == 0 or len(body) % per_row:
-        raise ProtocolError(f"a raw binary body must be a whole number of {per_row}-byte rows of "
-                            f"{spec['datatype']} {spec['shape'][1:]}; got {len(body)} bytes")
+        raise ProtocolError(
+            f"a raw binary body must be a whole number of {per_row}-byte rows of "
+            f"{spec['datatype']} {spec['shape'][1:]}; got {len(body)} bytes"
+        )
     n = len(body) // per_row
     arr = np.frombuffer(body, dtype=dt).reshape((n, *spec["shape"][1:]))
     return InferRequest(None, [arr], n, [(k, True) for k in range(len(outs))])
@@ -362,8 +378,9 @@ def _json_data(arr: np.ndarray, datatype: str) -> Any:
     return np.ascontiguousarray(arr).ravel()
 
 
-def encode_response(model: str, version: str, req: InferRequest, results: list[np.ndarray],
-                    out_specs: list[dict]) -> tuple[bytes, int | None]:
+def encode_response(
+    model: str, version: str, req: InferRequest, results: list[np.ndarray], out_specs: list[dict]
+) -> tuple[bytes, int | None]:
     """Build the response body; returns ``(body, json_header_length or None if all-JSON)``."""
     outputs, chunks = [], []
     for k, as_binary in req.outputs:

@@ -13,13 +13,15 @@ resolves every followed alias again; when one moved it loads the new version, wa
 event loop, and only then replaces the routing table in one assignment. Requests already routed
 hold the old :class:`Served` and finish on it; nothing in flight fails.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -95,12 +97,18 @@ def _outputs(y: Any) -> list[np.ndarray]:
 class Repository:
     """Loaded model versions and the routing table ``(name, version-or-alias-or-None) -> Served``."""
 
-    def __init__(self, source: ModelSource | None = None, *, max_batch_size: int = 32,
-                 max_queue_delay: float = 0.002, batching: bool = True,
-                 on_change: Callable[["Repository"], None] | None = None,
-                 on_load: Callable[[Served], None] | None = None,
-                 on_drop: Callable[[Served], None] | None = None,
-                 batch_observer: Callable[[str, str], Callable[[int], None]] | None = None):
+    def __init__(
+        self,
+        source: ModelSource | None = None,
+        *,
+        max_batch_size: int = 32,
+        max_queue_delay: float = 0.002,
+        batching: bool = True,
+        on_change: Callable[[Repository], None] | None = None,
+        on_load: Callable[[Served], None] | None = None,
+        on_drop: Callable[[Served], None] | None = None,
+        batch_observer: Callable[[str, str], Callable[[int], None]] | None = None,
+    ):
         self.source = source or ModelSource()
         self.max_batch_size, self.max_queue_delay, self.batching = max_batch_size, max_queue_delay, batching
         self.on_change, self.on_load, self.on_drop = on_change, on_load, on_drop
@@ -116,10 +124,14 @@ class Repository:
         if served is not None:
             return served
         if name not in self.entries:
-            raise ProtocolError(f"unknown model {name!r}: it is not loaded on this server "
-                                "(POST /v2/repository/index lists the registry's models)", 404)
-        raise ProtocolError(f"model {name!r} has no loaded version {version!r}; loaded: "
-                            f"{', '.join(self.version_names(name))}", 404)
+            raise ProtocolError(
+                f"unknown model {name!r}: it is not loaded on this server "
+                "(POST /v2/repository/index lists the registry's models)",
+                404,
+            )
+        raise ProtocolError(
+            f"model {name!r} has no loaded version {version!r}; loaded: {', '.join(self.version_names(name))}", 404
+        )
 
     def version_names(self, name: str) -> list[str]:
         e = self.entries.get(name)
@@ -140,17 +152,26 @@ class Repository:
             if not spec["shape"] or spec["shape"][0] != -1:
                 raise AiosError(f"model {name!r} input {spec['name']!r} has no batch axis (-1); cannot serve it")
             if spec["datatype"] not in DATATYPES or spec["datatype"] == "BYTES":
-                raise AiosError(f"model {name!r} input {spec['name']!r} has datatype {spec['datatype']}, "
-                                "which this server cannot batch")
+                raise AiosError(
+                    f"model {name!r} input {spec['name']!r} has datatype {spec['datatype']}, "
+                    "which this server cannot batch"
+                )
         specs = [(tuple(s["shape"][1:]), DATATYPES[s["datatype"]]) for s in sig["inputs"]]
         fwd = m.forward
         observer = self.batch_observer(name, str(version)) if self.batch_observer else None
-        batcher = Batcher(lambda *xs: _outputs(fwd(*xs)), specs, max_batch_size=self.max_batch_size,
-                          max_queue_delay=self.max_queue_delay, enabled=self.batching, on_batch=observer)
+        batcher = Batcher(
+            lambda *xs: _outputs(fwd(*xs)),
+            specs,
+            max_batch_size=self.max_batch_size,
+            max_queue_delay=self.max_queue_delay,
+            enabled=self.batching,
+            on_batch=observer,
+        )
         t0 = time.perf_counter()
         batcher.warm_up()
-        log.info("loaded %s v%s (buckets %s compiled in %.2fs)", name, version, batcher.buckets,
-                 time.perf_counter() - t0)
+        log.info(
+            "loaded %s v%s (buckets %s compiled in %.2fs)", name, version, batcher.buckets, time.perf_counter() - t0
+        )
         return Served(name, int(version), m, sig, batcher)
 
     def load(self, name: str, ref: int | str | None = None) -> Served:
@@ -213,8 +234,14 @@ class Repository:
                         self._swap(name, ref, version)
                         swaps.append((name, current, version))
                     except Exception as exc:
-                        log.warning("hot swap of %s %s to v%s failed, still serving v%s: %s",
-                                    name, ref or "(newest)", version, current, exc)
+                        log.warning(
+                            "hot swap of %s %s to v%s failed, still serving v%s: %s",
+                            name,
+                            ref or "(newest)",
+                            version,
+                            current,
+                            exc,
+                        )
                 e = self.entries.get(name)
                 if e is None:
                     break

@@ -3,10 +3,11 @@
 ``ArrayLoader.host_batch(step)`` is a pure function of (seed, step): each epoch is a permutation
 seeded by (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import jax
 import numpy as np
@@ -77,8 +78,10 @@ class ArrayLoader:
         if jax.process_count() > 1:
             p, k = jax.process_index(), jax.process_count()
             rows = slice(p * self.batch // k, (p + 1) * self.batch // k)
-            return (jax.make_array_from_process_local_data(self.sharding, x[rows]),
-                    jax.make_array_from_process_local_data(self.sharding, y[rows]))
+            return (
+                jax.make_array_from_process_local_data(self.sharding, x[rows]),
+                jax.make_array_from_process_local_data(self.sharding, y[rows]),
+            )
         return jax.device_put(x, self.sharding), jax.device_put(y, self.sharding)
 
     def __iter__(self) -> Iterator[tuple[int, jax.Array, jax.Array]]:

@@ -1,8 +1,10 @@
 """Built-in models (mlp, cnn, gpt) as Flax linen modules with size flags from the spec's config."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -7,6 +7,7 @@ checkpoint is never listed. Restores take an abstract target whose leaves carry 
 >>> ckpts.save(100, state, metrics={"accuracy": 0.9}); ckpts.wait()
 >>> state = ckpts.restore(ckpts.latest_step(), abstract_with_shardings)
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,24 +39,35 @@ logging.getLogger("absl").addFilter(_QuietExpected())
 class Checkpoints:
     """An orbax CheckpointManager with the retention policy "latest ``keep`` plus the best by ``best``"."""
 
-    def __init__(self, directory: str | Path, keep: int = 3, best: str | None = "accuracy",
-                 async_save: bool = True, read_only: bool = False):
+    def __init__(
+        self,
+        directory: str | Path,
+        keep: int = 3,
+        best: str | None = "accuracy",
+        async_save: bool = True,
+        read_only: bool = False,
+    ):
         self.directory = Path(directory).resolve()
         self.best = best
         higher = HIGHER_IS_BETTER.get(best or "", True)
         metric = (lambda m: float(m[best])) if best else None
         keep_policies: list = [policies.LatestN(n=max(1, keep))]
         if best:
-            keep_policies.append(policies.BestN(get_metric_fn=metric, reverse=not higher, n=1,
-                                                keep_checkpoints_without_metrics=False))
+            keep_policies.append(
+                policies.BestN(get_metric_fn=metric, reverse=not higher, n=1, keep_checkpoints_without_metrics=False)
+            )
         options = ocp.CheckpointManagerOptions(
             best_fn=metric,  # makes orbax store each step's metrics
             best_mode="max" if higher else "min",
             preservation_policy=policies.AnyPreservationPolicy(keep_policies),
-            enable_async_checkpointing=async_save, create=not read_only, read_only=read_only,
-            cleanup_tmp_directories=not read_only)
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_handlers=ocp.StandardCheckpointHandler())
+            enable_async_checkpointing=async_save,
+            create=not read_only,
+            read_only=read_only,
+            cleanup_tmp_directories=not read_only,
+        )
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
+        )
 
     def save(self, step: int, state: Any, metrics: dict | None = None, force: bool = True) -> bool:
         """Start saving ``state`` at ``step`` (async); ``metrics`` (e.g. eval accuracy) rank it for "best"."""
@@ -80,8 +92,9 @@ class Checkpoints:
         """The complete checkpoint with the best ``best`` metric (the latest if none has metrics)."""
         if not self.best:
             return self.latest_step()
-        scored = [(m[self.best], s) for s in self.steps()
-                  if isinstance(m := self.manager.metrics(s), dict) and self.best in m]
+        scored = [
+            (m[self.best], s) for s in self.steps() if isinstance(m := self.manager.metrics(s), dict) and self.best in m
+        ]
         if not scored:
             return self.latest_step()
         sign = 1 if HIGHER_IS_BETTER.get(self.best, True) else -1
@@ -99,8 +112,11 @@ class Checkpoints:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         meta = self.manager.item_metadata(step)
         dev = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
-        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev), meta,
-                              is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+        target = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev),
+            meta,
+            is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"),
+        )
         tree = self.manager.restore(step, args=ocp.args.StandardRestore(target))
         return jax.tree.map(np.asarray, tree)
 
@@ -109,7 +125,7 @@ class Checkpoints:
         self.manager.wait_until_finished()
         self.manager.close()
 
-    def __enter__(self) -> "Checkpoints":
+    def __enter__(self) -> Checkpoints:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -3,6 +3,7 @@
 A spec is JSON (``{"kind": "builtin"|"cell"|"module", ...}``) so a worker process can rebuild the
 model from the job's config alone. Cells are stored as source text, content-hashed, never pickled.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,8 +13,9 @@ import json
 import sys
 import time
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -51,8 +53,10 @@ def resolve(model: str | dict, **config: Any) -> dict:
     check_name(name, "model")
     row = _model_def(name, int(version) if version else None)
     if row is None:
-        raise AiosError(f"unknown model {model!r}: use a built-in ({', '.join(builtins.BUILTINS)}), "
-                        "package.module:attr, or define it first with %%aios model NAME")
+        raise AiosError(
+            f"unknown model {model!r}: use a built-in ({', '.join(builtins.BUILTINS)}), "
+            "package.module:attr, or define it first with %%aios model NAME"
+        )
     spec = json.loads(row["spec"])
     spec["config"] = {**spec.get("config", {}), **config}
     return spec
@@ -81,7 +85,7 @@ def build(spec: dict, task: str, n_outputs: int, input_shape: tuple) -> Model:
 
 
 def check(model: Model, task: str, n_outputs: int, x: np.ndarray) -> tuple:
-    """Initialise ``model`` on a sample batch ``x`` (shapes only) and check its outputs fit ``task``; returns their shape."""
+    """Initialise ``model`` on a sample batch ``x`` (shapes only); check its outputs fit ``task``; return the shape."""
     if task not in TASKS:
         raise AiosError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
     x = jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
@@ -91,19 +95,24 @@ def check(model: Model, task: str, n_outputs: int, x: np.ndarray) -> tuple:
     except AiosError:
         raise
     except Exception as exc:  # whatever the user's code raised
-        raise AiosError(f"model does not initialise on a batch of shape {x.shape}: "
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise AiosError(
+            f"model does not initialise on a batch of shape {x.shape}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
     b = x.shape[0]
     want = {"classification": (b, n_outputs), "lm": (*x.shape[:2], n_outputs)}.get(task)
     ok = out.shape == want if want else (out.shape[:1] == (b,) and int(np.prod(out.shape[1:])) == n_outputs)
     if not ok:
-        raise AiosError(f"model output shape {out.shape} does not fit a {task} task with {n_outputs} outputs "
-                        f"(expected {want or (b, n_outputs)}); size the last layer by n_outputs")
+        raise AiosError(
+            f"model output shape {out.shape} does not fit a {task} task with {n_outputs} outputs "
+            f"(expected {want or (b, n_outputs)}); size the last layer by n_outputs"
+        )
     return tuple(out.shape)
 
 
-def define(name: str, source: str, sample: np.ndarray | None = None, task: str = "classification",
-           n_outputs: int = 10) -> tuple[str, int]:
+def define(
+    name: str, source: str, sample: np.ndarray | None = None, task: str = "classification", n_outputs: int = 10
+) -> tuple[str, int]:
     """Store a ``%%aios model`` cell as a versioned, content-hashed definition after checking it initialises."""
     check_name(name, "model")
     if name in builtins.BUILTINS:
@@ -121,8 +130,10 @@ def define(name: str, source: str, sample: np.ndarray | None = None, task: str =
             return name, int(row[0])
         version = next_version(db, "model_defs", name)
         spec["version"] = version
-        db.execute("INSERT INTO model_defs (name, version, hash, spec, created) VALUES (?,?,?,?,?)",
-                   (name, version, digest, json.dumps(spec), time.time()))
+        db.execute(
+            "INSERT INTO model_defs (name, version, hash, spec, created) VALUES (?,?,?,?,?)",
+            (name, version, digest, json.dumps(spec), time.time()),
+        )
     cat.audit("model.define", name, version=version, hash=digest)
     return name, int(version)
 
@@ -167,11 +178,14 @@ def _from_namespace(ns: dict, cfg: dict, n_outputs: int, name: str) -> tuple[Cal
         return _with_outputs(ns["init"], cfg, n_outputs), ns["apply"]
     if isinstance(ns.get("model"), nn.Module):
         return ns["model"].init, ns["model"].apply
-    classes = [v for v in ns.values() if isinstance(v, type) and issubclass(v, nn.Module)
-               and v.__module__ == ns["__name__"]]
+    classes = [
+        v for v in ns.values() if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == ns["__name__"]
+    ]
     if len(classes) != 1:
-        raise AiosError(f"model cell {name!r} must define init(rng, x) and apply(params, x), a `model` "
-                        f"instance, or exactly one flax.linen.Module class (found {len(classes)})")
+        raise AiosError(
+            f"model cell {name!r} must define init(rng, x) and apply(params, x), a `model` "
+            f"instance, or exactly one flax.linen.Module class (found {len(classes)})"
+        )
     return _from_object(classes[-1], cfg, n_outputs)
 
 

@@ -1,4 +1,5 @@
 """optax optimisers (adamw|adam|sgd) with warm-up + cosine schedule, weight decay and gradient clipping."""
+
 from __future__ import annotations
 
 import jax
@@ -10,8 +11,9 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 def schedule(lr: float, steps: int, warmup: int = 0) -> optax.Schedule:
     """Linear warm-up from 0 to ``lr`` over ``warmup`` steps, then cosine decay to lr/100 at ``steps``."""
     warmup = max(0, min(int(warmup), max(int(steps) - 1, 0)))
-    return optax.warmup_cosine_decay_schedule(0.0 if warmup else lr, lr, warmup, max(int(steps), warmup + 1),
-                                              end_value=lr / 100)
+    return optax.warmup_cosine_decay_schedule(
+        0.0 if warmup else lr, lr, warmup, max(int(steps), warmup + 1), end_value=lr / 100
+    )
 
 
 def decay_mask(params):
@@ -19,8 +21,14 @@ def decay_mask(params):
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def make_optimizer(name: str = "adamw", lr: float = 1e-3, steps: int = 1000, warmup: int = 0,
-                   weight_decay: float = 0.0, clip: float = 0.0) -> optax.GradientTransformation:
+def make_optimizer(
+    name: str = "adamw",
+    lr: float = 1e-3,
+    steps: int = 1000,
+    warmup: int = 0,
+    weight_decay: float = 0.0,
+    clip: float = 0.0,
+) -> optax.GradientTransformation:
     """The optimiser ``name`` on the schedule, with decoupled weight decay and global-norm clipping."""
     sched = schedule(lr, steps, warmup)
     if name == "adamw":

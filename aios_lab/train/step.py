@@ -3,16 +3,18 @@
 State is a dict pytree ``{"step", "params", "opt_state"}``; parameters stay fp32 (master weights) and
 ``precision="bf16"`` casts them and float inputs to bf16 inside the step, outputs back to fp32.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from . import mesh as meshlib
+from . import sharding as shardlib
 from .models import Model
 
 # Train metrics come back as one small fp32 vector (one device->host read per step): these columns.
@@ -86,24 +88,28 @@ def all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-def make_train_step(model: Model, tx: optax.GradientTransformation, task: str, mesh: Mesh,
-                    state_shardings: Any, precision: str = "fp32") -> Callable:
+def make_train_step(
+    model: Model, tx: optax.GradientTransformation, task: str, mesh: Mesh, state_shardings: Any, precision: str = "fp32"
+) -> Callable:
     """The jitted train step over ``mesh``: state donated and kept on its shardings, batch split on "data"."""
-    data = meshlib.batch_sharding(mesh)
-    return jax.jit(train_step_fn(model, tx, task, precision), donate_argnums=0,
-                   in_shardings=(state_shardings, data, data),
-                   out_shardings=(state_shardings, meshlib.replicated(mesh)))
+    data = shardlib.batch_sharding(mesh)
+    return jax.jit(
+        train_step_fn(model, tx, task, precision),
+        donate_argnums=0,
+        in_shardings=(state_shardings, data, data),
+        out_shardings=(state_shardings, shardlib.replicated(mesh)),
+    )
 
 
 def make_eval_step(model: Model, task: str, mesh: Mesh, param_shardings: Any, precision: str = "fp32") -> Callable:
     """The jitted eval step ``(params, x, y, weight[B]) -> [loss_sum, correct, count]`` (padding has weight 0)."""
-    data = meshlib.batch_sharding(mesh)
+    data = shardlib.batch_sharding(mesh)
 
     def step(params, x, y, w):
         loss, correct = per_example(task, forward(model, params, x, precision), y)
         return jnp.stack([jnp.sum(loss * w), jnp.sum(correct * w), jnp.sum(w)]).astype(jnp.float32)
 
-    return jax.jit(step, in_shardings=(param_shardings, data, data, data), out_shardings=meshlib.replicated(mesh))
+    return jax.jit(step, in_shardings=(param_shardings, data, data, data), out_shardings=shardlib.replicated(mesh))
 
 
 def _state_init(model: Model, tx: optax.GradientTransformation, x: jax.ShapeDtypeStruct) -> Callable:
@@ -123,9 +129,12 @@ def abstract_state(model: Model, tx: optax.GradientTransformation, x: jax.ShapeD
 
 def state_shardings(tx: optax.GradientTransformation, abstract: Any, mesh: Mesh, mode: str = "dp") -> Any:
     """Shardings of the whole train state: params by ``mode``, optimizer state following its params."""
-    ps = meshlib.param_shardings(abstract["params"], mesh, mode)
-    return {"step": meshlib.replicated(mesh), "params": ps,
-            "opt_state": meshlib.opt_state_shardings(tx, abstract["params"], ps, mesh)}
+    ps = shardlib.param_shardings(abstract["params"], mesh, mode)
+    return {
+        "step": shardlib.replicated(mesh),
+        "params": ps,
+        "opt_state": shardlib.opt_state_shardings(tx, abstract["params"], ps, mesh),
+    }
 
 
 def make_init(model: Model, tx: optax.GradientTransformation, x: jax.ShapeDtypeStruct, shardings: Any) -> Callable:
@@ -133,7 +142,8 @@ def make_init(model: Model, tx: optax.GradientTransformation, x: jax.ShapeDtypeS
     return jax.jit(_state_init(model, tx, x), out_shardings=shardings)
 
 
-def init_state(model: Model, tx: optax.GradientTransformation, rng: jax.Array, x: jax.ShapeDtypeStruct,
-               shardings: Any) -> Any:
+def init_state(
+    model: Model, tx: optax.GradientTransformation, rng: jax.Array, x: jax.ShapeDtypeStruct, shardings: Any
+) -> Any:
     """A fresh train state, created directly on its ``shardings`` (never gathered on one device)."""
     return make_init(model, tx, x, shardings)(rng)

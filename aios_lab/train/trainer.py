@@ -4,6 +4,7 @@ Knows nothing of the catalog's jobs: a worker passes callbacks for metrics and c
 and randomness are functions of (seed, step) and the state is restored bitwise from orbax, so a run
 stopped at step k and resumed ends with the same parameters as one never stopped (same devices).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,16 +12,16 @@ import json
 import math
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
 
 from ..errors import AiosError
-from . import mesh as meshlib
-from . import models, optim, step as steplib
+from . import models, optim, sharding as shardlib, step as steplib
 from .checkpoints import Checkpoints
 
 # Dispatch at most this many steps ahead of the host: more than ~32 in flight deadlocks CPU collectives.
@@ -65,7 +66,7 @@ class TrainConfig:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str | dict) -> "TrainConfig":
+    def from_json(cls, text: str | dict) -> TrainConfig:
         """A config from ``to_json``'s output (unknown keys are refused, missing ones take defaults)."""
         data = json.loads(text) if isinstance(text, str) else dict(text)
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
@@ -73,21 +74,25 @@ class TrainConfig:
             raise AiosError(f"unknown train config keys: {', '.join(sorted(unknown))}")
         return cls(**data)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Refuse impossible settings with a one-line error before anything runs."""
         checks = [
             (self.steps >= 1, "--steps must be at least 1"),
             (self.batch >= 1, "--batch must be at least 1"),
             (self.n_devices >= 1, "--devices must be at least 1"),
-            (self.batch % max(self.n_devices, 1) == 0,
-             f"--batch {self.batch} is not divisible by the {self.n_devices} data-parallel devices; "
-             f"use a multiple of {self.n_devices}"),
+            (
+                self.batch % max(self.n_devices, 1) == 0,
+                f"--batch {self.batch} is not divisible by the {self.n_devices} data-parallel devices; "
+                f"use a multiple of {self.n_devices}",
+            ),
             (self.lr > 0 and math.isfinite(self.lr), "--lr must be a positive number"),
             (self.optimizer in optim.OPTIMIZERS, f"--optimizer must be one of {', '.join(optim.OPTIMIZERS)}"),
-            (self.shard in meshlib.MODES, f"--shard must be one of {', '.join(meshlib.MODES)}"),
+            (self.shard in shardlib.MODES, f"--shard must be one of {', '.join(shardlib.MODES)}"),
             (self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16"),
-            (self.checkpoint_every >= 1 and self.eval_every >= 1 and self.log_every >= 1,
-             "--checkpoint-every, --eval-every and log_every must be at least 1"),
+            (
+                self.checkpoint_every >= 1 and self.eval_every >= 1 and self.log_every >= 1,
+                "--checkpoint-every, --eval-every and log_every must be at least 1",
+            ),
             (self.task in (None, *models.TASKS), f"--task must be one of {', '.join(models.TASKS)}"),
         ]
         for ok, message in checks:
@@ -119,10 +124,15 @@ def select_devices(n: int, devices: Sequence[jax.Device] | None = None) -> list[
     return have[:n]
 
 
-def train(config: TrainConfig, on_metrics: Callable[[dict], None] | None = None,
-          should_stop: Callable[[], bool] | None = None, checkpoint_dir: str | Path | None = None,
-          devices: Sequence[jax.Device] | None = None, dataset: Any = None,
-          on_start: Callable[[dict], None] | None = None) -> dict:
+def train(
+    config: TrainConfig,
+    on_metrics: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    dataset: Any = None,
+    on_start: Callable[[dict], None] | None = None,
+) -> dict:
     """Train (resuming from the latest checkpoint in ``checkpoint_dir`` if any); returns a summary dict.
 
     ``on_metrics(row)`` gets train rows ``{"step","time","loss","accuracy"?,"examples_per_s","step_time"}``
@@ -138,24 +148,28 @@ def train(config: TrainConfig, on_metrics: Callable[[dict], None] | None = None,
     emit = on_metrics or (lambda row: None)
     ds = dataset if dataset is not None else _get_dataset(config)
     task, n_out = task_and_outputs(ds, config.task)
-    mesh = meshlib.make_mesh(select_devices(config.n_devices, devices))
+    mesh = shardlib.make_mesh(select_devices(config.n_devices, devices))
     n_dev = mesh.devices.size
     if config.batch % n_dev:
         raise AiosError(f"--batch {config.batch} is not divisible by the {n_dev} data-parallel devices")
     sample = np.zeros((2, *ds.feature_shape), np.dtype(ds.feature_dtype))
     prog = program(config, task, n_out, sample, mesh)  # a model that does not fit fails here, before any file
-    ckpts = Checkpoints(checkpoint_dir or Path.cwd() / "checkpoints", keep=config.keep,
-                        best="loss" if task == "regression" else "accuracy")
+    ckpts = Checkpoints(
+        checkpoint_dir or Path.cwd() / "checkpoints",
+        keep=config.keep,
+        best="loss" if task == "regression" else "accuracy",
+    )
     loader = None
     try:
         start = ckpts.latest_step() or 0
         if start >= config.steps:
             return _summary(start, False, None, None, ckpts)
-        data = meshlib.batch_sharding(mesh)
+        data = shardlib.batch_sharding(mesh)
         loader = _open_loader(ds, config, data, start_step=start)
         if start:
-            target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                  prog.abstract, prog.shardings)
+            target = jax.tree.map(
+                lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), prog.abstract, prog.shardings
+            )
             state = ckpts.restore(start, target)
         else:
             state = prog.init(jax.random.key(config.seed))
@@ -172,10 +186,14 @@ def train(config: TrainConfig, on_metrics: Callable[[dict], None] | None = None,
 def _placement(state: dict, mesh: Any, start: int) -> dict:
     """How many bytes of params + optimizer state each device holds (the largest share), and in all."""
     tree = {"params": state["params"], "opt_state": state["opt_state"]}
-    per_device = meshlib.bytes_per_device(tree)
-    return {"devices": int(mesh.devices.size), "platform": mesh.devices.flat[0].platform, "start_step": start,
-            "state_bytes_per_device": max(per_device.values(), default=0),
-            "state_bytes": int(sum(x.nbytes for x in jax.tree.leaves(tree)))}
+    per_device = shardlib.bytes_per_device(tree)
+    return {
+        "devices": int(mesh.devices.size),
+        "platform": mesh.devices.flat[0].platform,
+        "start_step": start,
+        "state_bytes_per_device": max(per_device.values(), default=0),
+        "state_bytes": int(sum(x.nbytes for x in jax.tree.leaves(tree))),
+    }
 
 
 @dataclass(frozen=True)
@@ -195,21 +213,45 @@ class Program:
 def program(config: TrainConfig, task: str, n_out: int, sample: np.ndarray, mesh) -> Program:
     """Build (or reuse from this process's cache) the Program for ``config`` on ``mesh``."""
     spec = models.resolve(config.model)  # once: a cell name is a catalog lookup
-    key = json.dumps([spec, task, n_out, list(sample.shape[1:]), str(sample.dtype),
-                      config.optimizer, config.lr, config.steps, config.warmup, config.weight_decay, config.clip,
-                      config.shard, config.precision], sort_keys=True, default=str)
+    key = json.dumps(
+        [
+            spec,
+            task,
+            n_out,
+            list(sample.shape[1:]),
+            str(sample.dtype),
+            config.optimizer,
+            config.lr,
+            config.steps,
+            config.warmup,
+            config.weight_decay,
+            config.clip,
+            config.shard,
+            config.precision,
+        ],
+        sort_keys=True,
+        default=str,
+    )
     prog = _programs.get((key, mesh))
     if prog is None:
         model = models.build(spec, task, n_out, tuple(sample.shape[1:]))
         models.check(model, task, n_out, sample)
-        tx = optim.make_optimizer(config.optimizer, config.lr, config.steps, config.warmup,
-                                  config.weight_decay, config.clip)
+        tx = optim.make_optimizer(
+            config.optimizer, config.lr, config.steps, config.warmup, config.weight_decay, config.clip
+        )
         x_spec = jax.ShapeDtypeStruct((1, *sample.shape[1:]), sample.dtype)
         abstract = steplib.abstract_state(model, tx, x_spec)
         shardings = steplib.state_shardings(tx, abstract, mesh, config.shard)
-        prog = Program(model, tx, mesh, abstract, shardings, steplib.make_init(model, tx, x_spec, shardings),
-                       steplib.make_train_step(model, tx, task, mesh, shardings, config.precision),
-                       steplib.make_eval_step(model, task, mesh, shardings["params"], config.precision))
+        prog = Program(
+            model,
+            tx,
+            mesh,
+            abstract,
+            shardings,
+            steplib.make_init(model, tx, x_spec, shardings),
+            steplib.make_train_step(model, tx, task, mesh, shardings, config.precision),
+            steplib.make_eval_step(model, task, mesh, shardings["params"], config.precision),
+        )
         if len(_programs) >= 4:
             _programs.pop(next(iter(_programs)))
         _programs[(key, mesh)] = prog
@@ -272,8 +314,13 @@ class _Run:
         final = step == self.config.steps or not self.pending
         if (step % self.config.log_every == 0 and now - self.last_row_t >= self.config.log_interval_s) or final:
             elapsed = max(now - self.last_row_t, 1e-9)
-            row = {"step": step, "time": now, "loss": float(self.acc[0] / self.count),
-                   "examples_per_s": self.count * self.config.batch / elapsed, "step_time": elapsed / self.count}
+            row = {
+                "step": step,
+                "time": now,
+                "loss": float(self.acc[0] / self.count),
+                "examples_per_s": self.count * self.config.batch / elapsed,
+                "step_time": elapsed / self.count,
+            }
             if self.task != "regression":
                 row["accuracy"] = float(self.acc[1] / self.count)
             self.emit(row)
@@ -281,8 +328,10 @@ class _Run:
 
     def _diverged(self, loss: float, step: int) -> None:
         self.ckpts.wait()
-        raise TrainingDiverged(f"loss became {loss} at step {step}; kept the last good checkpoint "
-                               f"(step {self.ckpts.latest_step()}); lower --lr or add --clip and resume")
+        raise TrainingDiverged(
+            f"loss became {loss} at step {step}; kept the last good checkpoint "
+            f"(step {self.ckpts.latest_step()}); lower --lr or add --clip and resume"
+        )
 
     def _drain(self) -> None:
         while self.pending:
@@ -305,8 +354,14 @@ class _Run:
 
 
 def _summary(step, stopped, loss, val, ckpts) -> dict:
-    return {"step": step, "stopped": stopped, "loss": loss, "val": val,
-            "latest_checkpoint": ckpts.latest_step(), "best_checkpoint": ckpts.best_step()}
+    return {
+        "step": step,
+        "stopped": stopped,
+        "loss": loss,
+        "val": val,
+        "latest_checkpoint": ckpts.latest_step(),
+        "best_checkpoint": ckpts.best_step(),
+    }
 
 
 def _get_dataset(config: TrainConfig) -> Any:
@@ -348,4 +403,4 @@ def _eval_batches(ds: Any, batch: int, sharding) -> list[tuple]:
         rows = slice(p * len(a) // k, (p + 1) * len(a) // k)  # this process's share of the global batch
         return jax.make_array_from_process_local_data(sharding, a[rows], a.shape)
 
-    return [(put(x[i:i + batch]), put(y[i:i + batch]), put(w[i:i + batch])) for i in range(0, len(x), batch)]
+    return [(put(x[i : i + batch]), put(y[i : i + batch]), put(w[i : i + batch])) for i in range(0, len(x), batch)]

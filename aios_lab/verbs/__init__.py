@@ -4,12 +4,14 @@ A verb is a function ``fn(args, ctx) -> result`` decorated with IPython's ``magi
 (so its help has one source, the docstring and the argument help) and registered with ``@verb``.
 Verbs only parse, call the Python API and return something to render; they hold no logic.
 """
+
 from __future__ import annotations
 
 import importlib
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import parse_argstring
@@ -80,7 +82,7 @@ def split(line: str) -> tuple[Verb, str]:
         return VERBS[f"{words[0]} {words[1]}"], " ".join(words[2:])
     if words[0] not in VERBS:
         raise UsageError(f"unknown verb {words[0]!r}; `%aios help` lists them")
-    return VERBS[words[0]], line.strip()[len(words[0]):].strip()
+    return VERBS[words[0]], line.strip()[len(words[0]) :].strip()
 
 
 def run(line: str, ctx: Context | None = None) -> Any:

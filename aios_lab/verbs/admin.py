@@ -1,11 +1,12 @@
 """``help``: every verb in a line, or one verb's flags."""
+
 from __future__ import annotations
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from . import VERBS, load_all, verb
 from ..render import Table, Text
+from . import VERBS, load_all, verb
 
 
 @magic_arguments()

@@ -1,16 +1,21 @@
 """``dataset``, ``datasets`` and ``dataset show``: declare, list and look at datasets."""
+
 from __future__ import annotations
 
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from . import verb
 from ..render import Table, age, nbytes
+from . import verb
 
 
 @magic_arguments()
 @argument("name", help="dataset name: a-z, 0-9, '.', '_', '-' (e.g. digits)")
-@argument("--from", dest="source", required=True,
-          help="vars:X,y | sklearn:NAME | PATH.npz|.npy|.csv | zarr path or fsspec URL | text:GLOB")
+@argument(
+    "--from",
+    dest="source",
+    required=True,
+    help="vars:X,y | sklearn:NAME | PATH.npz|.npy|.csv | zarr path or fsspec URL | text:GLOB",
+)
 @argument("--split", default=None, help="fractions summing to 1 (default train=0.8,val=0.1,test=0.1)")
 @argument("--seed", type=int, default=0, help="seed of the split's shuffle (default 0)")
 @argument("--target", default=None, help="target column of a CSV / DataFrame (default: target/label/y, else the last)")
@@ -19,8 +24,15 @@ def dataset_(args, ctx):
     """Declare a dataset from a source; the same content again returns the existing version."""
     from ..data import dataset
 
-    return dataset(args.name, args.source, split=args.split, seed=args.seed, target=args.target,
-                   user_ns=ctx.user_ns, block=args.block)
+    return dataset(
+        args.name,
+        args.source,
+        split=args.split,
+        seed=args.seed,
+        target=args.target,
+        user_ns=ctx.user_ns,
+        block=args.block,
+    )
 
 
 @magic_arguments()
@@ -29,11 +41,26 @@ def datasets_(args, ctx):
     """Table of datasets: versions, task, splits, shapes, sizes."""
     from ..data import datasets
 
-    rows = [(d.name, d.version, d.task, d.n_classes, " ".join(f"{k}={v}" for k, v in d.splits.items()),
-             f"{d.feature_dtype}{list(d.feature_shape)}", nbytes(d.nbytes), d.source, age(d.created))
-            for d in datasets(args.name)]
-    return Table(["name", "version", "task", "classes", "splits", "x", "size", "source", "age"], rows,
-                 title="datasets", empty="no datasets yet: `%aios dataset NAME --from SOURCE` declares one")
+    rows = [
+        (
+            d.name,
+            d.version,
+            d.task,
+            d.n_classes,
+            " ".join(f"{k}={v}" for k, v in d.splits.items()),
+            f"{d.feature_dtype}{list(d.feature_shape)}",
+            nbytes(d.nbytes),
+            d.source,
+            age(d.created),
+        )
+        for d in datasets(args.name)
+    ]
+    return Table(
+        ["name", "version", "task", "classes", "splits", "x", "size", "source", "age"],
+        rows,
+        title="datasets",
+        empty="no datasets yet: `%aios dataset NAME --from SOURCE` declares one",
+    )
 
 
 @magic_arguments()

@@ -1,4 +1,5 @@
 """``aios demo``: the quickstart headless, ending with a summary table (see ``aios_lab.demo``)."""
+
 from __future__ import annotations
 
 from IPython.core.magic_arguments import argument, magic_arguments
@@ -17,8 +18,14 @@ def demo(args, ctx):
     """The quickstart, headless: dataset, training, int8, publish, serve, 100 calls; prints a summary table."""
     from ..demo import run_demo
 
-    return run_demo(steps=args.steps, devices=args.devices, port=args.port, calls=args.calls,
-                    scratch=args.scratch, keep_serving=args.keep_serving)
+    return run_demo(
+        steps=args.steps,
+        devices=args.devices,
+        port=args.port,
+        calls=args.calls,
+        scratch=args.scratch,
+        keep_serving=args.keep_serving,
+    )
 
 
 verb("demo")(demo)

@@ -1,12 +1,12 @@
 """Verbs for training jobs: train, jobs, job, logs, cancel, resume."""
+
 from __future__ import annotations
 
 from IPython.core.magic_arguments import argument, argument_group, magic_arguments
 
-from . import verb
 from ..errors import AiosError
-from ..render import Table, age, fmt
-from ..render import Text
+from ..render import Table, Text, age, fmt
+from . import verb
 
 
 def _model_config(pairs: str | None) -> dict:
@@ -31,8 +31,11 @@ def _model_config(pairs: str | None) -> dict:
 @argument("job", help="a new job name")
 @argument("--dataset", required=True, help="a declared dataset (NAME or NAME@VERSION)")
 @argument("--model", required=True, help="a %%%%aios model name, a built-in (mlp, cnn, gpt), or module:attr")
-@argument("--config", help="model settings, e.g. width=512,depth=3 (mlp: width, depth; cnn: channels, "
-                            "hidden; gpt: d_model, n_layers, n_heads, block_size)")
+@argument(
+    "--config",
+    help="model settings, e.g. width=512,depth=3 (mlp: width, depth; cnn: channels, "
+    "hidden; gpt: d_model, n_layers, n_heads, block_size)",
+)
 @argument("--task", choices=["classification", "regression", "lm"], help="default: from the dataset")
 @argument_group("devices and schedule")
 @argument("--devices", default="all", help="N or all (default all)")
@@ -45,7 +48,9 @@ def _model_config(pairs: str | None) -> dict:
 @argument("--batch", type=int, default=128, help="global batch size")
 @argument("--lr", type=float, default=1e-3)
 @argument("--optimizer", default="adamw", choices=["adamw", "adam", "sgd"])
-@argument("--shard", default="dp", choices=["dp", "fsdp"], help="dp replicates params; fsdp shards params and optimizer state")
+@argument(
+    "--shard", default="dp", choices=["dp", "fsdp"], help="dp replicates params; fsdp shards params and optimizer state"
+)
 @argument("--precision", default="fp32", choices=["fp32", "bf16"])
 @argument("--checkpoint-every", type=int, help="steps between checkpoints (default steps/10)")
 @argument("--eval-every", type=int, help="steps between evaluations on val (default steps/10)")
@@ -55,12 +60,27 @@ def train(args, ctx):
     from ..jobs import train as start
 
     name, _, version = args.dataset.partition("@")
-    job = start(args.job, dataset=name, dataset_version=int(version) if version else None, model=args.model,
-                model_config=_model_config(args.config), task=args.task, devices=args.devices,
-                priority=args.priority, processes=args.processes, max_retries=args.max_retries,
-                steps=args.steps, batch=args.batch, lr=args.lr, optimizer=args.optimizer, shard=args.shard,
-                precision=args.precision, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
-                seed=args.seed)
+    job = start(
+        args.job,
+        dataset=name,
+        dataset_version=int(version) if version else None,
+        model=args.model,
+        model_config=_model_config(args.config),
+        task=args.task,
+        devices=args.devices,
+        priority=args.priority,
+        processes=args.processes,
+        max_retries=args.max_retries,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        shard=args.shard,
+        precision=args.precision,
+        checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every,
+        seed=args.seed,
+    )
     return _follow(job, ctx, args.wait)
 
 
@@ -82,7 +102,9 @@ def _follow(job, ctx, wait: bool):
 
 def _describe(job) -> str:
     j = job.to_json()
-    line = f"job {j['name']}: {j['state']}, step {j['step']}/{j['steps']} on {j['n_devices']} {j['device_kind']} device(s)"
+    line = (
+        f"job {j['name']}: {j['state']}, step {j['step']}/{j['steps']} on {j['n_devices']} {j['device_kind']} device(s)"
+    )
     if j.get("error"):
         line += f"\n  {j['error']}"
     return line
@@ -96,11 +118,24 @@ def jobs(args, ctx):
     rows = []
     for job in all_jobs():
         j = job.to_json()
-        rows.append((j["name"], j["state"], f"{j['step']}/{j['steps']}", j["loss"], j["accuracy"],
-                     fmt(j["devices"]) if j["devices"] else f"({j['n_devices']})", j["model"], j["dataset"],
-                     age(j["created"])))
-    return Table(["job", "state", "step", "loss", "val acc", "devices", "model", "dataset", "age"], rows,
-                 empty="no jobs yet: %aios train JOB --dataset D --model mlp")
+        rows.append(
+            (
+                j["name"],
+                j["state"],
+                f"{j['step']}/{j['steps']}",
+                j["loss"],
+                j["accuracy"],
+                fmt(j["devices"]) if j["devices"] else f"({j['n_devices']})",
+                j["model"],
+                j["dataset"],
+                age(j["created"]),
+            )
+        )
+    return Table(
+        ["job", "state", "step", "loss", "val acc", "devices", "model", "dataset", "age"],
+        rows,
+        empty="no jobs yet: %aios train JOB --dataset D --model mlp",
+    )
 
 
 @magic_arguments()
@@ -130,8 +165,11 @@ def cancel(args, ctx):
 
     j = get(args.job)
     state = j.cancel()
-    return Text(f"job {args.job}: cancel requested ({state}); the worker checkpoints and stops within seconds"
-                if state == "running" else f"job {args.job}: {state}")
+    return Text(
+        f"job {args.job}: cancel requested ({state}); the worker checkpoints and stops within seconds"
+        if state == "running"
+        else f"job {args.job}: {state}"
+    )
 
 
 @magic_arguments()

@@ -1,17 +1,22 @@
 """``%%aios model NAME``: save the cell as a versioned model definition after checking it initialises."""
+
 from __future__ import annotations
 
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from . import verb
 from ..render import Text
+from . import verb
 
 
 @magic_arguments()
 @argument("name", help="model name: 1-64 of a-z 0-9 . _ -")
 @argument("--dataset", default=None, help="check the model on a sample batch of this dataset (NAME or NAME@V)")
-@argument("--task", default=None, choices=["classification", "regression", "lm"],
-          help="task to check the outputs against (default: the dataset's, else classification)")
+@argument(
+    "--task",
+    default=None,
+    choices=["classification", "regression", "lm"],
+    help="task to check the outputs against (default: the dataset's, else classification)",
+)
 def model(args, ctx):
     """Define a model from the cell: a flax.linen Module, or init(rng, x) and apply(params, x) functions."""
     from ..train import models

@@ -1,18 +1,21 @@
 """Verbs for compression and the model registry: compress, publish, models, model show/alias/delete, audit."""
+
 from __future__ import annotations
 
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from . import verb
 from ..errors import AiosError
+from . import verb
 
 
 @magic_arguments()
 @argument("job", help="a job with at least one checkpoint")
-@argument("--method", required=True,
-          help="int8 | int4[:GROUP] | bf16 | prune:FRACTION, or combined, e.g. prune:0.5+int8")
-@argument("--eval", help="a split of the job's dataset (default val, else test), DATASET or DATASET:SPLIT; "
-                         "none to skip")
+@argument(
+    "--method", required=True, help="int8 | int4[:GROUP] | bf16 | prune:FRACTION, or combined, e.g. prune:0.5+int8"
+)
+@argument(
+    "--eval", help="a split of the job's dataset (default val, else test), DATASET or DATASET:SPLIT; none to skip"
+)
 @argument("--checkpoint", default="latest", help="best | latest | STEP (default latest)")
 @argument("--batch", type=int, default=256, help="rows per forward pass when evaluating and timing")
 def compress(args, ctx):
@@ -32,8 +35,7 @@ def publish(args, ctx):
     """Publish a job's checkpoint or compressed variant as an immutable, verified model version."""
     from ..registry import publish as run
 
-    return run(args.job, variant=args.variant, checkpoint=args.checkpoint, as_=args.as_,
-               alias=args.alias)
+    return run(args.job, variant=args.variant, checkpoint=args.checkpoint, as_=args.as_, alias=args.alias)
 
 
 @magic_arguments()
@@ -88,7 +90,7 @@ def model_delete(args, ctx):
 @argument("--object", dest="obj", help="only objects starting with this, e.g. a model name")
 def audit(args, ctx):
     """The audit log: who published, loaded, aliased, deleted (and more) what, and when."""
-    from ..registry import audit_table
+    from ..catalog import audit_table
 
     return audit_table(args.tail or None, args.action, args.obj)
 
@@ -115,4 +117,3 @@ verb("model show")(model_show)
 verb("model alias")(model_alias)
 verb("model delete")(model_delete)
 verb("audit")(audit)
-

@@ -211,7 +211,7 @@ class StatusLine extends ReactWidget {
     const text: Record<string, string> = {
       offline: 'The Jupyter server does not answer; retrying…',
       'no-extension':
-        'The aios_lab server extension is not enabled: run `jupyter server extension enable aios_lab.server` and restart Jupyter.',
+        'The aios_lab server extension is not enabled: run `jupyter server extension enable aios_lab.jupyter_ext` and restart Jupyter.',
       error: `The AIOS API failed: ${message}`
     };
     return (

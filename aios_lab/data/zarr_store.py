@@ -1,4 +1,5 @@
 """A dataset version on disk: a zarr v3 group written aside, content-hashed, then renamed into place."""
+
 from __future__ import annotations
 
 import hashlib
@@ -6,9 +7,10 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -50,8 +52,9 @@ def write_split(group: Any, name: str, x: np.ndarray, y: np.ndarray) -> None:
     sub = group.create_group(name)
     rows = chunk_rows(x.shape[1:], x.dtype.itemsize, len(x))
     for key, arr in (("x", x), ("y", y)):
-        out = sub.create_array(key, shape=arr.shape, dtype=arr.dtype, chunks=(rows, *arr.shape[1:]),
-                               compressors=codec(), fill_value=0)
+        out = sub.create_array(
+            key, shape=arr.shape, dtype=arr.dtype, chunks=(rows, *arr.shape[1:]), compressors=codec(), fill_value=0
+        )
         for start in range(0, len(arr), rows * 16):  # bounded writes: a few chunks at a time
             out[start : start + rows * 16] = arr[start : start + rows * 16]
 
@@ -100,5 +103,3 @@ def clean_stale() -> None:
             continue
         if pid != os.getpid() and not alive(pid):
             shutil.rmtree(entry, ignore_errors=True)
-
-

@@ -6,6 +6,7 @@ package reads it unchanged. The header's ``__metadata__["aios"]`` holds the tree
 dicts/lists whose leaves name tensors) and, per compressed tensor, its shape, dtype, kind and group.
 A compressed tensor ``P`` is stored as ``P::q``, ``P::scale`` and ``P::mask``.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,10 +23,19 @@ from .quant import QTensor, is_q
 
 FORMAT = "aios-params/1"
 DTYPES = {
-    "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
-    "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
-    "I16": np.dtype(np.int16), "I8": np.dtype(np.int8), "U64": np.dtype(np.uint64),
-    "U32": np.dtype(np.uint32), "U16": np.dtype(np.uint16), "U8": np.dtype(np.uint8), "BOOL": np.dtype(bool),
+    "F64": np.dtype(np.float64),
+    "F32": np.dtype(np.float32),
+    "F16": np.dtype(np.float16),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "I64": np.dtype(np.int64),
+    "I32": np.dtype(np.int32),
+    "I16": np.dtype(np.int16),
+    "I8": np.dtype(np.int8),
+    "U64": np.dtype(np.uint64),
+    "U32": np.dtype(np.uint32),
+    "U16": np.dtype(np.uint16),
+    "U8": np.dtype(np.uint8),
+    "BOOL": np.dtype(bool),
 }
 CODES = {v: k for k, v in DTYPES.items()}
 MAX_HEADER = 100 * 1024 * 1024
@@ -49,7 +59,11 @@ def encode(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = Non
         if a.dtype.byteorder == ">":
             a = a.byteswap().view(a.dtype.newbyteorder("<"))
         raw = a.tobytes()
-        header[name] = {"dtype": dtype_code(a.dtype), "shape": list(a.shape), "data_offsets": [offset, offset + len(raw)]}
+        header[name] = {
+            "dtype": dtype_code(a.dtype),
+            "shape": list(a.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
         blobs.append(raw)
         offset += len(raw)
     head = json.dumps(header, separators=(",", ":")).encode()
@@ -66,9 +80,9 @@ def decode(buf: bytes | memoryview, what: str = "parameters") -> tuple[dict[str,
         (n,) = struct.unpack("<Q", buf[:8])
         if n > MAX_HEADER or 8 + n > len(buf):
             raise ValueError("header length past the end of the file")
-        header = json.loads(bytes(buf[8:8 + n]).decode())
+        header = json.loads(bytes(buf[8 : 8 + n]).decode())
         meta = header.pop("__metadata__", {}) or {}
-        data = buf[8 + n:]
+        data = buf[8 + n :]
         out, end = {}, 0
         for name, h in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
             dt = DTYPES[h["dtype"]]
@@ -120,8 +134,15 @@ def tensors_to_tree(tensors: dict[str, np.ndarray], layout: dict[str, Any]) -> A
             return [build(v) for v in node]
         if node in qmeta:
             m = qmeta[node]
-            return QTensor(tensors[f"{node}::q"], tensors.get(f"{node}::scale"), tensors.get(f"{node}::mask"),
-                           tuple(m["shape"]), m["dtype"], m["kind"], m["group"])
+            return QTensor(
+                tensors[f"{node}::q"],
+                tensors.get(f"{node}::scale"),
+                tensors.get(f"{node}::mask"),
+                tuple(m["shape"]),
+                m["dtype"],
+                m["kind"],
+                m["group"],
+            )
         return tensors[node]
 
     try:
@@ -151,7 +172,9 @@ def tree_from_bytes(buf: bytes, what: str = "parameters") -> Any:
     try:
         layout = json.loads(meta["aios"])
     except (KeyError, ValueError):
-        raise AiosError(f"{what} carry no aios layout; write them with aios_lab.compress.store.save_tree") from None
+        raise AiosError(
+            f"{what} carry no aios layout; write them with aios_lab.compress.params_file.save_tree"
+        ) from None
     if layout.get("format") != FORMAT:
         raise AiosError(f"{what} are in format {layout.get('format')!r}; this aios_lab reads {FORMAT}")
     return tensors_to_tree(tensors, layout)
@@ -162,5 +185,13 @@ def load_tree(path: str | Path) -> Any:
     return tree_from_bytes(Path(path).read_bytes(), f"parameters {path}")
 
 
-__all__ = ["encode", "decode", "tree_to_bytes", "save_tree", "load_tree",
-           "tree_from_bytes", "tree_to_tensors", "tensors_to_tree"]
+__all__ = [
+    "encode",
+    "decode",
+    "tree_to_bytes",
+    "save_tree",
+    "load_tree",
+    "tree_from_bytes",
+    "tree_to_tensors",
+    "tensors_to_tree",
+]

@@ -4,9 +4,11 @@ dp replicates parameters; fsdp shards each array along its largest dimension div
 device count (replicated where none divides). Rules are pure functions of shapes, so they work on
 abstract trees (``jax.eval_shape``) before anything is allocated.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -57,8 +59,9 @@ def param_shardings(params: Any, mesh: Mesh, mode: str = "dp") -> Any:
 def opt_state_shardings(tx: optax.GradientTransformation, params: Any, shardings: Any, mesh: Mesh) -> Any:
     """Shardings for ``tx.init(params)``: param-shaped leaves follow the params, the rest is replicated."""
     abstract = jax.eval_shape(tx.init, params)
-    return optax.tree_map_params(tx, lambda _, s: s, abstract, shardings,
-                                 transform_non_params=lambda _: replicated(mesh))
+    return optax.tree_map_params(
+        tx, lambda _, s: s, abstract, shardings, transform_non_params=lambda _: replicated(mesh)
+    )
 
 
 def bytes_per_device(tree: Any) -> dict[int, int]:

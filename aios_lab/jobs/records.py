@@ -1,4 +1,5 @@
 """Job rows in the catalog: read, write, and notice workers that died."""
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,9 @@ def update(name: str, where: dict[str, Any] | None = None, **fields: Any) -> boo
     sets = ", ".join(f"{k} = ?" for k in fields)
     conds = "".join(f" AND {k} = ?" for k in (where or {}))
     with catalog().tx() as db:
-        n = db.execute(f"UPDATE jobs SET {sets} WHERE name = ?{conds}",
-                       (*fields.values(), name, *(where or {}).values())).rowcount
+        n = db.execute(
+            f"UPDATE jobs SET {sets} WHERE name = ?{conds}", (*fields.values(), name, *(where or {}).values())
+        ).rowcount
     return n > 0
 
 
@@ -71,8 +73,11 @@ def reap() -> list[str]:
         if not j["supervisor_pid"] and not j["pid"] and now - (j["updated"] or 0) < LAUNCH_GRACE_S:
             continue
         with catalog().tx() as db:  # only if nobody changed it meanwhile
-            n = db.execute("UPDATE jobs SET state='interrupted', pid=NULL, supervisor_pid=NULL, updated=? "
-                           "WHERE name=? AND state='running' AND updated=?", (now, j["name"], j["updated"])).rowcount
+            n = db.execute(
+                "UPDATE jobs SET state='interrupted', pid=NULL, supervisor_pid=NULL, updated=? "
+                "WHERE name=? AND state='running' AND updated=?",
+                (now, j["name"], j["updated"]),
+            ).rowcount
         if n:
             lost.append(j["name"])
     return lost

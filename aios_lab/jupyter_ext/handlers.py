@@ -1,21 +1,23 @@
-"""Thin authenticated REST handlers under ``/aios/api/``: parse, call :mod:`.sources`, serialise.
+"""Thin authenticated REST handlers under ``/aios/api/``: parse, call :mod:`.views`, serialise.
 
 Reads answer with an ETag (a hash of the body) and ``304 Not Modified`` when the client's
 ``If-None-Match`` still matches, so an idle sidebar's poll costs a few header bytes. Writes are POSTs
 and go through Jupyter's XSRF check (unless the request carries the server's token).
 """
+
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from . import sources
+from . import views
 
 NAME = r"(?P<name>[a-z0-9][a-z0-9._-]{0,63})"
 MAX_TAIL = 5000
@@ -53,7 +55,7 @@ class AiosHandler(APIHandler):
 
         try:
             self.reply(await self.call(fn, *args))
-        except sources.Unavailable as exc:
+        except views.Unavailable as exc:
             self.fail(404, str(exc), available=False)
         except LookupError as exc:
             self.fail(404, str(exc) or "no such job", missing="job")
@@ -76,7 +78,7 @@ class AiosHandler(APIHandler):
 class OverviewHandler(AiosHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
-        self.reply(await self.call(sources.overview))
+        self.reply(await self.call(views.overview))
 
 
 class ListHandler(AiosHandler):
@@ -93,27 +95,27 @@ class ListHandler(AiosHandler):
 class JobHandler(AiosHandler):
     @tornado.web.authenticated
     async def get(self, name: str) -> None:
-        await self.guarded(sources.job_detail, name)
+        await self.guarded(views.job_detail, name)
 
 
 class MetricsHandler(AiosHandler):
     @tornado.web.authenticated
     async def get(self, name: str) -> None:
         since = self.int_argument("since", None, -1, 2**62)
-        await self.guarded(sources.job_metrics, name, since)
+        await self.guarded(views.job_metrics, name, since)
 
 
 class LogHandler(AiosHandler):
     @tornado.web.authenticated
     async def get(self, name: str) -> None:
         tail = self.int_argument("tail", 200, 1, MAX_TAIL)
-        await self.guarded(sources.job_log, name, tail)
+        await self.guarded(views.job_log, name, tail)
 
 
 class CancelHandler(AiosHandler):
     @tornado.web.authenticated
     async def post(self, name: str) -> None:
-        await self.guarded(sources.cancel_job, name)
+        await self.guarded(views.cancel_job, name)
 
 
 class ResumeHandler(AiosHandler):
@@ -124,25 +126,25 @@ class ResumeHandler(AiosHandler):
             try:
                 body = json.loads(self.request.body)
             except ValueError:
-                raise tornado.web.HTTPError(400, "the body must be JSON, e.g. {\"steps\": 1000}") from None
+                raise tornado.web.HTTPError(400, 'the body must be JSON, e.g. {"steps": 1000}') from None
             steps = body.get("steps") if isinstance(body, dict) else None
             if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
                 raise tornado.web.HTTPError(400, "steps must be a positive integer")
-        await self.guarded(sources.resume_job, name, steps)
+        await self.guarded(views.resume_job, name, steps)
 
 
 def routes(base_url: str) -> list[tuple]:
     api = url_path_join(base_url, "aios", "api")
     return [
         (url_path_join(api, "overview"), OverviewHandler),
-        (url_path_join(api, "jobs"), ListHandler, {"fn": sources.list_jobs}),
+        (url_path_join(api, "jobs"), ListHandler, {"fn": views.list_jobs}),
         (url_path_join(api, "jobs", NAME), JobHandler),
         (url_path_join(api, "jobs", NAME, "metrics"), MetricsHandler),
         (url_path_join(api, "jobs", NAME, "log"), LogHandler),
         (url_path_join(api, "jobs", NAME, "cancel"), CancelHandler),
         (url_path_join(api, "jobs", NAME, "resume"), ResumeHandler),
-        (url_path_join(api, "devices"), ListHandler, {"fn": sources.list_devices}),
-        (url_path_join(api, "models"), ListHandler, {"fn": sources.list_models}),
-        (url_path_join(api, "endpoints"), ListHandler, {"fn": sources.list_endpoints}),
-        (url_path_join(api, "datasets"), ListHandler, {"fn": sources.list_datasets}),
+        (url_path_join(api, "devices"), ListHandler, {"fn": views.list_devices}),
+        (url_path_join(api, "models"), ListHandler, {"fn": views.list_models}),
+        (url_path_join(api, "endpoints"), ListHandler, {"fn": views.list_endpoints}),
+        (url_path_join(api, "datasets"), ListHandler, {"fn": views.list_datasets}),
     ]

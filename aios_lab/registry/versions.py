@@ -1,4 +1,5 @@
 """Registry rows in the catalog: model versions, aliases, listing, deletion and version resolution."""
+
 from __future__ import annotations
 
 import json
@@ -44,9 +45,14 @@ class ModelVersion:
         return asdict(self)
 
     def table(self) -> Table:
-        rows = [["version", self.version], ["aliases", ", ".join(self.aliases) or "-"], ["path", self.path],
-                ["size", fmt_bytes(self.nbytes)], ["manifest sha256", self.manifest_sha256],
-                ["created", f"{age(self.created)} ago by {self.created_by}"]]
+        rows = [
+            ["version", self.version],
+            ["aliases", ", ".join(self.aliases) or "-"],
+            ["path", self.path],
+            ["size", fmt_bytes(self.nbytes)],
+            ["manifest sha256", self.manifest_sha256],
+            ["created", f"{age(self.created)} ago by {self.created_by}"],
+        ]
         for io in ("inputs", "outputs"):
             for t in self.signature.get(io, []):
                 rows.append([io[:-1], f"{t['name']} {t['datatype']} {t['shape']}"])
@@ -67,10 +73,19 @@ class ModelVersion:
 def _from_row(r: Any, aliases: dict[tuple[str, int], list[str]] | None = None) -> ModelVersion:
     if aliases is None:
         aliases = _aliases(r["name"])
-    return ModelVersion(name=r["name"], version=int(r["version"]), path=r["path"], manifest_sha256=r["manifest_sha256"],
-                        nbytes=int(r["nbytes"]), signature=json.loads(r["signature"]), metrics=json.loads(r["metrics"]),
-                        lineage=json.loads(r["lineage"]), created_by=r["created_by"], created=float(r["created"]),
-                        aliases=sorted(aliases.get((r["name"], int(r["version"])), [])))
+    return ModelVersion(
+        name=r["name"],
+        version=int(r["version"]),
+        path=r["path"],
+        manifest_sha256=r["manifest_sha256"],
+        nbytes=int(r["nbytes"]),
+        signature=json.loads(r["signature"]),
+        metrics=json.loads(r["metrics"]),
+        lineage=json.loads(r["lineage"]),
+        created_by=r["created_by"],
+        created=float(r["created"]),
+        aliases=sorted(aliases.get((r["name"], int(r["version"])), [])),
+    )
 
 
 def _aliases(model: str | None = None) -> dict[tuple[str, int], list[str]]:
@@ -160,8 +175,10 @@ def set_alias(model: str, alias: str, version: int | str | None) -> ModelVersion
         raise AiosError(f"set_alias takes a version number, not {version!r}")
     v = resolve(model, int(str(version).lstrip("v")))
     with cat.tx() as db:
-        db.execute("INSERT OR REPLACE INTO aliases (model, alias, version, updated) VALUES (?,?,?,?)",
-                   (model, alias, v, time.time()))
+        db.execute(
+            "INSERT OR REPLACE INTO aliases (model, alias, version, updated) VALUES (?,?,?,?)",
+            (model, alias, v, time.time()),
+        )
     mv = get(model, v)
     cat.audit("alias", f"{model}@{alias}", version=v, previous=old_v, manifest_sha256=mv.manifest_sha256)
     return mv
@@ -172,8 +189,10 @@ def delete(model: str, version: int | str, force: bool = False) -> None:
     mv = get(model, version)
     v = mv.version
     if mv.aliases and not force:
-        raise AiosError(f"{mv.ref} is aliased as {', '.join(mv.aliases)}; move the alias first "
-                        f"(set_alias) or delete with force=True")
+        raise AiosError(
+            f"{mv.ref} is aliased as {', '.join(mv.aliases)}; move the alias first "
+            f"(set_alias) or delete with force=True"
+        )
     cat = catalog()
     with cat.tx() as db:
         db.execute("DELETE FROM aliases WHERE model=? AND version=?", (model, v))
@@ -190,50 +209,46 @@ def models_table(model: str | None = None) -> Table:
     """``%aios models``: one row per version with aliases, size, metrics and lineage."""
     rows = []
     for mv in list_models(model):
-        metric = next(((k, mv.metrics[k]) for k in ("accuracy", "token_accuracy", "mse", "loss")
-                       if isinstance(mv.metrics.get(k), (int, float))), None)
+        metric = next(
+            (
+                (k, mv.metrics[k])
+                for k in ("accuracy", "token_accuracy", "mse", "loss")
+                if isinstance(mv.metrics.get(k), (int, float))
+            ),
+            None,
+        )
         lin = mv.lineage
         src = f"{lin.get('job') or '-'}@{lin.get('checkpoint_step', '-')}"
         data = f"{lin['dataset']}@{lin.get('dataset_version')}" if lin.get("dataset") else "-"
-        rows.append([mv.name, mv.version, ", ".join(mv.aliases) or "-", fmt_bytes(mv.nbytes),
-                     lin.get("method") or "fp32", f"{metric[0]} {fmt(metric[1])}" if metric else "-", data, src,
-                     age(mv.created)])
-    return Table(["model", "version", "aliases", "size", "method", "metric", "dataset", "job@step", "age"], rows,
-                 title=f"versions of {model}" if model else "models",
-                 empty="no models yet: %aios publish JOB --as MODEL" if model is None else f"no versions of {model}")
+        rows.append(
+            [
+                mv.name,
+                mv.version,
+                ", ".join(mv.aliases) or "-",
+                fmt_bytes(mv.nbytes),
+                lin.get("method") or "fp32",
+                f"{metric[0]} {fmt(metric[1])}" if metric else "-",
+                data,
+                src,
+                age(mv.created),
+            ]
+        )
+    return Table(
+        ["model", "version", "aliases", "size", "method", "metric", "dataset", "job@step", "age"],
+        rows,
+        title=f"versions of {model}" if model else "models",
+        empty="no models yet: %aios publish JOB --as MODEL" if model is None else f"no versions of {model}",
+    )
 
 
-def audit_rows(limit: int | None = 50, action: str | None = None, obj: str | None = None) -> list[dict[str, Any]]:
-    """The newest audit rows, oldest first."""
-    q, args = "SELECT * FROM audit", []
-    cond = []
-    if action:
-        cond.append("action=?")
-        args.append(action)
-    if obj:
-        cond.append("object LIKE ?")
-        args.append(f"{obj}%")
-    if cond:
-        q += " WHERE " + " AND ".join(cond)
-    q += " ORDER BY id DESC"
-    if limit:
-        q += f" LIMIT {int(limit)}"
-    rows = [dict(r) for r in catalog().query(q, tuple(args))]
-    for r in rows:
-        r["details"] = json.loads(r["details"])
-    return rows[::-1]
-
-
-def audit_table(limit: int | None = 50, action: str | None = None, obj: str | None = None) -> Table:
-    rows = [[time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"])), r["user"], r["action"], r["object"],
-             " ".join(f"{k}={_short(v)}" for k, v in r["details"].items() if v is not None)] for r in audit_rows(limit, action, obj)]
-    return Table(["time", "user", "action", "object", "details"], rows, title="audit log", empty="the audit log is empty")
-
-
-def _short(v: Any) -> str:
-    s = v if isinstance(v, str) else json.dumps(v)
-    return s[:19] if re.fullmatch(r"[0-9a-f]{64}", s) else s
-
-
-__all__ = ["ModelVersion", "list_models", "model_names", "set_alias", "delete", "get", "resolve", "versions",
-           "models_table", "audit_rows", "audit_table"]
+__all__ = [
+    "ModelVersion",
+    "list_models",
+    "model_names",
+    "set_alias",
+    "delete",
+    "get",
+    "resolve",
+    "versions",
+    "models_table",
+]

@@ -4,6 +4,7 @@ Each ``list_*`` function answers ``{"<kind>": [...], "available": bool}``; a par
 not installed yet (or not written yet) answers an empty list with ``available: false`` and a
 ``reason`` instead of failing, so the sidebar can say so.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,10 +15,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-log = logging.getLogger("aios_lab.server")
+log = logging.getLogger("aios_lab.jupyter_ext")
 
 SPARK_POINTS = 40
 
@@ -73,6 +75,7 @@ def _listing(kind: str, module: str, attr: str) -> dict[str, Any]:
 
 
 # ---- jobs ------------------------------------------------------------------------------------
+
 
 class _Losses:
     """The training losses of one job seen so far; each poll reads only the rows after ``last``."""
@@ -181,6 +184,7 @@ def resume_job(name: str, steps: int | None) -> dict[str, Any]:
 
 # ---- devices, models, endpoints, datasets -----------------------------------------------------
 
+
 def list_devices() -> dict[str, Any]:
     """Accelerators (with the job holding each) and the queue of jobs waiting for them."""
     try:
@@ -239,7 +243,7 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-_SAMPLE = re.compile(r'^aios_serve_requests_total\{(?P<labels>[^}]*)\}\s+(?P<value>[0-9.eE+-]+)$', re.M)
+_SAMPLE = re.compile(r"^aios_serve_requests_total\{(?P<labels>[^}]*)\}\s+(?P<value>[0-9.eE+-]+)$", re.M)
 
 
 def _request_total(url: str) -> float | None:

@@ -1,7 +1,7 @@
 """The jupyter_server extension behind the JupyterLab sidebar: REST routes under ``/aios/api/``.
 
 Enabled on install by ``jupyter-config/server-config/aios_lab.json``; by hand:
-``jupyter server extension enable aios_lab.server``.
+``jupyter server extension enable aios_lab.jupyter_ext``.
 
 Routes (all behind Jupyter's authentication; POSTs also behind its XSRF check)::
 
@@ -15,13 +15,14 @@ Routes (all behind Jupyter's authentication; POSTs also behind its XSRF check)::
 
 GETs carry an ETag and answer 304 to a matching ``If-None-Match``.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "aios_lab.server"}]
+    return [{"module": "aios_lab.jupyter_ext"}]
 
 
 def _load_jupyter_server_extension(server_app: Any) -> None:

@@ -4,19 +4,28 @@ Covers: 403 without a token on every route, XSRF on writes (cookie-authenticated
 X-XSRFToken), ETag/304 polling, the unavailable-feature answers, and every job route against one real
 detached training job (detail, metrics since a step, log tail, cancel, resume, 404, 409, 400).
 """
+
 from __future__ import annotations
 
 import time
 
 import pytest
 import requests
+from _jupyter_server import Server, start
 
 import aios_lab as aios
 
-from _jupyter_server import Server, start
-
-GETS = ["overview", "jobs", "devices", "models", "endpoints", "datasets",
-        "jobs/srv-job", "jobs/srv-job/metrics?since=0", "jobs/srv-job/log?tail=5"]
+GETS = [
+    "overview",
+    "jobs",
+    "devices",
+    "models",
+    "endpoints",
+    "datasets",
+    "jobs/srv-job",
+    "jobs/srv-job/metrics?since=0",
+    "jobs/srv-job/log?tail=5",
+]
 POSTS = ["jobs/srv-job/cancel", "jobs/srv-job/resume"]
 JOB = dict(model="mlp", devices=1, steps=200_000, batch=32, checkpoint_every=20, eval_every=40, lr=3e-3)
 
@@ -125,9 +134,13 @@ def _exercise_job_routes(server: Server) -> None:
     assert {"name", "state", "step", "steps", "devices", "loss", "eta_s", "spark"} <= set(listed[0])
 
     # it runs, and its step advances as the sidebar polls
-    first = wait_for(lambda: (j := get(server, "jobs/srv-job").json())["state"] == "running" and j["step"] > 0 and j,
-                     what="the job to run")
-    later = wait_for(lambda: (j := get(server, "jobs/srv-job").json())["step"] > first["step"] and j, what="a later step")
+    first = wait_for(
+        lambda: (j := get(server, "jobs/srv-job").json())["state"] == "running" and j["step"] > 0 and j,
+        what="the job to run",
+    )
+    later = wait_for(
+        lambda: (j := get(server, "jobs/srv-job").json())["step"] > first["step"] and j, what="a later step"
+    )
     assert later["steps"] == JOB["steps"] and isinstance(later["checkpoints"], list)
     devices = get(server, "devices").json()
     assert any(d["job"] == "srv-job" for d in devices["devices"])
@@ -157,7 +170,9 @@ def _exercise_job_routes(server: Server) -> None:
         r = requests.post(server.api("jobs/srv-job/resume"), headers=server.auth, data=bad, timeout=30)
         assert r.status_code == 400, (bad, r.text)
     step = get(server, "jobs/srv-job").json()["step"]
-    r = requests.post(server.api("jobs/srv-job/resume"), headers=server.auth, json={"steps": step + 100_000}, timeout=30)
+    r = requests.post(
+        server.api("jobs/srv-job/resume"), headers=server.auth, json={"steps": step + 100_000}, timeout=30
+    )
     assert r.status_code == 200, r.text
     assert r.json()["state"] in ("queued", "running") and r.json()["steps"] == step + 100_000
     r = requests.post(server.api("jobs/srv-job/cancel"), headers=server.auth, timeout=30)
@@ -198,17 +213,17 @@ def test_missing_parts_answer_empty_and_unavailable_not_500():
 
     import numpy as np
 
-    from aios_lab.server import sources
+    from aios_lab.jupyter_ext import views
 
-    gone = sources._listing("models", "aios_lab.no_such_part", "list_models")
+    gone = views._listing("models", "aios_lab.no_such_part", "list_models")
     assert gone["models"] == [] and gone["available"] is False and "aios_lab.no_such_part" in gone["reason"]
-    with pytest.raises(sources.Unavailable, match="not available yet"):
-        sources.api("aios_lab.errors", "no_such_function")
+    with pytest.raises(views.Unavailable, match="not available yet"):
+        views.api("aios_lab.errors", "no_such_function")
 
     def broken():
         raise RuntimeError("catalog is busy")
 
-    section = sources._section(broken, "endpoints")
+    section = views._section(broken, "endpoints")
     assert section == {"endpoints": [], "available": True, "error": "RuntimeError: catalog is busy"}
 
     @dataclasses.dataclass
@@ -220,9 +235,9 @@ def test_missing_parts_answer_empty_and_unavailable_not_500():
         def to_json(self):
             return {"loss": np.float32(0.5), "bad": math.nan, "ids": np.arange(3), "row": Row(Path("/x"), np.int64(4))}
 
-    assert sources.jsonable([WithJson()]) == [{"loss": 0.5, "bad": None, "ids": [0, 1, 2], "row": {"path": "/x", "n": 4}}]
-    assert sources.downsample(list(range(100)), 5) == [0, 25, 50, 74, 99]
-    assert sources.downsample([1.0, 2.0], 5) == [1.0, 2.0]
+    assert views.jsonable([WithJson()]) == [{"loss": 0.5, "bad": None, "ids": [0, 1, 2], "row": {"path": "/x", "n": 4}}]
+    assert views.downsample(list(range(100)), 5) == [0, 25, 50, 74, 99]
+    assert views.downsample([1.0, 2.0], 5) == [1.0, 2.0]
 
 
 def test_endpoints_show_readiness_and_request_rate(server, home):
@@ -233,8 +248,10 @@ def test_endpoints_show_readiness_and_request_rate(server, home):
 
     ep = aios.serve(port=free_port())
     try:
-        first = wait_for(lambda: [e for e in get(server, "endpoints").json()["endpoints"] if e["url"] == ep.url],
-                         what="the endpoint in the list")[0]
+        first = wait_for(
+            lambda: [e for e in get(server, "endpoints").json()["endpoints"] if e["url"] == ep.url],
+            what="the endpoint in the list",
+        )[0]
         assert first["ready"] is True and first["state"] == "running"
         for _ in range(30):  # unauthenticated requests still count as requests served
             rq.get(ep.url + "/v2/repository/index", timeout=5)
