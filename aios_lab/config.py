@@ -31,6 +31,22 @@ def open_private(path: str | Path, mode: str = "ab", **kwargs) -> IO:
     return os.fdopen(os.open(path, flags, PRIVATE_FILE), mode, **kwargs)
 
 
+def private_dir(path: str | Path) -> Path:
+    """``path`` as a directory, creating it and any missing parents 0700 (folders that exist keep their mode)."""
+    target = Path(path)
+    missing, path = [], target
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:  # made meanwhile by another writer: theirs to set
+            continue
+        os.chmod(d, PRIVATE_DIR)  # exact, whatever the umask
+    return target
+
+
 def private_umask() -> None:
     """Make every file this process creates private to its user (called by aios's own detached processes)."""
     os.umask(0o077)

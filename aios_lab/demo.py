@@ -84,7 +84,8 @@ def _run(steps: int, devices: str, port: int | None, calls: int, keep_serving: b
 
     report = aios.compress(job, "int8", eval="test")
     _say(f"int8: {report.ratio:.2f}x smaller, accuracy {report.delta * 100:+.2f} points")
-    mv = aios.publish(job, variant="int8", as_="demo-digits", alias="production")
+    mv = aios.publish(job, variant="int8", as_="demo-digits")
+    aios.promote("demo-digits", "production", version=mv.version)  # production is protected: promote moves it
     _say(f"published demo-digits:v{mv.version} (production)")
 
     ep = aios.serve(port=port or free_port())

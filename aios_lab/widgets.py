@@ -1,17 +1,22 @@
-"""The live job view: progress with ETA, loss/accuracy curves, state and a cancel button.
+"""The live job view in a notebook: state, progress with ETA, the job's charts, and Cancel or Resume.
 
-It reads the catalog on a background thread, so the cell that shows it returns at once and the
-kernel stays free; it stops polling when the job ends or the widget is closed.
+It draws what the sidebar's job panel draws (the charts come from :mod:`aios_lab.charts`, the same module the
+panel's server route renders), as plain HTML inside ipywidgets, so it works wherever ipywidgets do (JupyterLab,
+nbval, VS Code) with or without the aios labextension. It reads the catalog on a background thread, so the cell
+that shows it returns at once; it stops polling when the job ends or the widget is closed.
 """
 
 from __future__ import annotations
 
 import html
 import threading
+from typing import Any
 
 import ipywidgets as widgets
 
-from .charts import curves_svg
+from . import metric_names as M
+from .charts import fmt, fmt_count, job_charts
+from .errors import AiosError
 from .render import nbytes
 
 STATE_COLORS = {
@@ -21,14 +26,83 @@ STATE_COLORS = {
     "failed": "#d62728",
     "cancelled": "#ff7f0e",
     "interrupted": "#9467bd",
+    "pruned": "#aaa",
 }
+BAR_STYLES = {
+    "succeeded": "success",
+    "failed": "danger",
+    "cancelled": "warning",
+    "interrupted": "warning",
+    "pruned": "warning",
+}
+CANCELLABLE = ("queued", "running")
+RESUMABLE = ("cancelled", "interrupted", "failed", "pruned")
+LINE = "line-height:1.5;font-size:13px"
+
+
+def actions(state: str) -> list[str]:
+    """The buttons a job shows in ``state``: cancel while it can be stopped, resume once it stopped early."""
+    return ["cancel"] if state in CANCELLABLE else ["resume"] if state in RESUMABLE else []
 
 
 def _eta(seconds: float | None) -> str:
     if seconds is None:
         return ""
     m, s = divmod(int(seconds), 60)
-    return f"ETA {m}m{s:02d}s" if m else f"ETA {s}s"
+    h, m = divmod(m, 60)
+    return f"ETA {h}h{m:02d}m" if h else f"ETA {m}m{s:02d}s" if m else f"ETA {s}s"
+
+
+def status_parts(info: dict[str, Any]) -> list[str]:
+    """The progress line of a job's JSON model: step, latest train and eval metrics, throughput, input wait, ETA."""
+    steps = max(1, info["steps"])
+    parts = [f"step {info['step']}/{info['steps']} ({min(100, 100 * info['step'] // steps)}%)"]
+    metrics = info.get("metrics") or {}
+    train = metrics.get("train") or {}
+    if isinstance(train.get(M.LOSS), (int, float)):
+        parts.append(f"loss {fmt(train[M.LOSS])}")
+    for split, values in metrics.items():
+        if split == "train" or not isinstance(values, dict):
+            continue
+        for name in (M.LOSS, M.ACCURACY, M.PERPLEXITY, M.MSE):
+            if isinstance(values.get(name), (int, float)):
+                parts.append(f"{split} {M.LABELS[name]} {fmt(values[name])}")
+    if isinstance(train.get(M.EXAMPLES_PER_S), (int, float)):
+        parts.append(f"{fmt_count(train[M.EXAMPLES_PER_S])} {M.LABELS[M.EXAMPLES_PER_S]}")
+    if isinstance(train.get(M.INPUT_WAIT), (int, float)):
+        parts.append(f"{M.LABELS[M.INPUT_WAIT]} {100 * train[M.INPUT_WAIT]:.0f}%")
+    if info["state"] == "running":
+        parts.append(_eta(info.get("eta_s")))
+    return [p for p in parts if p]
+
+
+def _header(info: dict[str, Any]) -> str:
+    state = info["state"]
+    color = STATE_COLORS.get(state, "#888")
+    per_device = info.get("state_bytes_per_device")
+    devices = f"{info['n_devices']} {info['device_kind']} device{'s' if info['n_devices'] != 1 else ''}"
+    bits = [
+        f"<b class='aios-job-name'>{html.escape(info['name'])}</b> "
+        f"<span class='aios-state' data-state='{html.escape(state)}' style='color:{color};font-weight:600'>"
+        f"{html.escape(state)}</span>",
+        f"{html.escape(_describe(info.get('model')))} on {html.escape(_describe(info.get('dataset')))}",
+        devices + (f", {nbytes(per_device)} of state each" if per_device else ""),
+    ]
+    out = f"<div class='aios-header' style='{LINE};overflow-wrap:anywhere'>" + " · ".join(bits) + "</div>"
+    if info.get("error"):
+        lines = str(info["error"]).strip().splitlines()[-6:]
+        out += (
+            f"<div class='aios-error' style='{LINE};color:#d62728;white-space:pre-wrap;overflow-wrap:anywhere'>"
+            f"{html.escape(chr(10).join(lines))}</div>"
+        )
+    return out
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        name = value.get("name") or value.get("target") or "?"
+        return f"{name}@{value['version']}" if value.get("version") is not None else str(name)
+    return "-" if value is None else str(value)
 
 
 class JobWidget(widgets.VBox):
@@ -36,62 +110,91 @@ class JobWidget(widgets.VBox):
 
     def __init__(self, job, interval: float = 1.0):
         self.job, self.interval = job, interval
-        self.header = widgets.HTML()
+        full = widgets.Layout(width="100%")
+        self.header = widgets.HTML(layout=full)
         self.progress = widgets.IntProgress(
-            min=0, max=max(1, job.steps), description="step", layout=widgets.Layout(width="60%")
+            min=0, max=max(1, job.steps), layout=widgets.Layout(flex="1 1 auto", width="auto", min_width="120px")
         )
-        self.status = widgets.Label()
-        self.chart = widgets.HTML()
+
+        def button() -> widgets.Layout:  # one Layout each: each button is shown or hidden on its own
+            return widgets.Layout(width="auto", flex="0 0 auto", margin="0 0 0 8px")
+
         self.cancel_button = widgets.Button(
-            description="Cancel", icon="stop", button_style="warning", tooltip="checkpoint, then stop"
+            description="Cancel", icon="stop", button_style="warning", tooltip="checkpoint, then stop", layout=button()
         )
-        self.cancel_button.on_click(lambda _b: self.job.cancel())
-        super().__init__([self.header, widgets.HBox([self.progress, self.status, self.cancel_button]), self.chart])
+        self.resume_button = widgets.Button(
+            description="Resume", icon="play", tooltip="continue from the latest checkpoint", layout=button()
+        )
+        self.cancel_button.add_class("aios-cancel")
+        self.resume_button.add_class("aios-resume")
+        self.cancel_button.on_click(lambda _b: self._act(self.job.cancel))
+        self.resume_button.on_click(lambda _b: self._act(self.job.resume))
+        self.status = widgets.HTML(layout=full)
+        self.chart = widgets.HTML(layout=full)
+        bar = widgets.HBox(
+            [self.progress, self.cancel_button, self.resume_button],
+            layout=widgets.Layout(width="100%", align_items="center"),
+        )
+        super().__init__([self.header, bar, self.status, self.chart], layout=full)
+        self.add_class("aios-job-widget")
         self._rows: list[dict] = []
+        self._message = ""
+        self._lock = threading.Lock()  # one update at a time (the follower and a button press)
+        self._follow_lock = threading.Lock()  # guards _thread: at most one follower
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self.update()
-        if not self.finished:
-            threading.Thread(target=self._follow, daemon=True).start()
+        self._follow_if_running()
 
     @property
     def finished(self) -> bool:
-        return self._state in ("succeeded", "failed", "cancelled") or (
-            self._state == "interrupted" and not self.job._will_resume()
+        """The job has ended and nothing will restart it by itself (an interrupted job may retry)."""
+        state = self._info["state"]
+        return state in ("succeeded", "failed", "cancelled", "pruned") or (
+            state == "interrupted" and not self._info.get("will_resume")
         )
 
     def update(self) -> None:
-        self.job.refresh()  # notice a worker that died, so the view does not stay "running"
-        info = self.job.to_json()
-        self._state = info["state"]
+        with self._lock:
+            self._update()
+
+    def _update(self) -> None:
+        self._info = info = self.job.to_json()
+        state = info["state"]
         last = self._rows[-1]["step"] if self._rows else None
         if self._rows and info["step"] < last:  # resumed from an earlier checkpoint
-            self._rows = []
-            last = None
+            self._rows, last = [], None
         self._rows += self.job.metrics(since_step=last)
-        color = STATE_COLORS.get(info["state"], "#888")
-        err = f" — {html.escape(info['error'])}" if info.get("error") else ""
-        state_bytes = info.get("state_bytes_per_device")
-        per_device = f", {nbytes(state_bytes)} of state each" if state_bytes else ""
-        self.header.value = (
-            f"<b>{html.escape(info['name'])}</b> <span style='color:{color}'>{info['state']}</span>"
-            f" · {html.escape(str(info['model']))} on {html.escape(str(info['dataset']))}"
-            f" · {info['n_devices']} {info['device_kind']} device(s){per_device}{err}"
-        )
+        self.header.value = _header(info)
         self.progress.max, self.progress.value = max(1, info["steps"]), min(info["step"], info["steps"])
-        bits = [f"{info['step']}/{info['steps']}"]
-        if info.get("loss") is not None:
-            bits.append(f"loss {info['loss']:.4g}")
-        if info.get("accuracy") is not None:
-            bits.append(f"val acc {info['accuracy']:.3f}")
-        bits.append(_eta(info.get("eta_s")))
-        self.status.value = "  ".join(b for b in bits if b)
-        self.cancel_button.disabled = info["state"] not in ("queued", "running")
-        train = [(r["step"], r["loss"]) for r in self._rows if "split" not in r and r.get("loss") is not None]
-        evals = [(r["step"], r["accuracy"]) for r in self._rows if r.get("split") and r.get("accuracy") is not None]
-        series = {"loss": train}
-        if evals:
-            series["val accuracy"] = evals
-        self.chart.value = curves_svg(series, width=520, height=170)
+        self.progress.bar_style = BAR_STYLES.get(state, "")
+        parts = status_parts(info) + ([self._message] if self._message else [])
+        self.status.value = (
+            f"<div class='aios-progress-text' style='{LINE};display:flex;flex-wrap:wrap;gap:0 14px'>"
+            + "".join(f"<span style='white-space:nowrap'>{html.escape(p)}</span>" for p in parts)
+            + "</div>"
+        )
+        allowed = actions(state)
+        for name, b in (("cancel", self.cancel_button), ("resume", self.resume_button)):
+            b.disabled = name not in allowed
+            b.layout.display = None if name in allowed else "none"
+        self.chart.value = job_charts(self._rows, info.get("metric_names"))
+
+    def _act(self, fn) -> None:
+        """Run a button's action; a refusal (AiosError) shows in the progress line instead of vanishing."""
+        try:
+            fn()
+            self._message = ""
+        except AiosError as exc:
+            self._message = str(exc)
+        self.update()
+        self._follow_if_running()
+
+    def _follow_if_running(self) -> None:
+        with self._follow_lock:
+            if self._thread is None and not self._stop.is_set() and not self.finished:
+                self._thread = threading.Thread(target=self._follow, daemon=True)
+                self._thread.start()
 
     def _follow(self) -> None:
         while not self._stop.wait(self.interval):
@@ -99,8 +202,10 @@ class JobWidget(widgets.VBox):
                 self.update()
             except Exception:  # the job was deleted or the catalog is busy: try again next tick
                 continue
-            if self.finished:
-                return
+            with self._follow_lock:
+                if self.finished:
+                    self._thread = None
+                    return
 
     def close(self) -> None:
         self._stop.set()

@@ -1,4 +1,5 @@
-"""Start a real Jupyter server (or JupyterLab) on a free loopback port with a token, for the sidebar tests."""
+"""Start a real Jupyter server (or JupyterLab) on a free loopback port with a token, for the sidebar tests; and
+write an endpoint's catalog row the way a serving process does, for the endpoint views."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class Server:
     url: str  # ends with "/"
     token: str
     home: Path  # the AIOS_HOME the server reads
+    root: Path  # the folder the server shows (notebooks go here)
     proc: subprocess.Popen
     log: Path
 
@@ -78,12 +80,14 @@ def start(tmp: Path, home: Path, *, lab: bool = False, timeout: float = 60.0) ->
         f"--ServerApp.root_dir={root}",
         f"--ServerApp.jpserver_extensions={extensions!r}",
     ]
+    if lab:
+        cmd.append("--LabApp.expose_app_in_browser=True")  # window.jupyterapp: tests run commands through it
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # containers and CI run as root
     log = tmp / ("lab.log" if lab else "server.log")
     with open(log, "wb") as out:  # the server keeps its own copy of the descriptor
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=root)
-    server = Server(f"http://127.0.0.1:{port}/", token, home, proc, log)
+    server = Server(f"http://127.0.0.1:{port}/", token, home, root, proc, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -96,3 +100,36 @@ def start(tmp: Path, home: Path, *, lab: bool = False, timeout: float = 60.0) ->
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"the Jupyter server did not answer within {timeout}s:\n{server.log_text()[-3000:]}")
+
+
+def published_status(now: float, **over) -> dict:
+    """An endpoint's status as the server publishes it into its catalog row (see docs/architecture.md)."""
+    swap = {
+        "model": "digits",
+        "ref": "production",
+        "version": 4,
+        "serving": 3,
+        "reason": "sha256 of params.safetensors does not match the manifest",
+        "attempts": 2,
+        "failed_at": now - 5,
+        "next_retry": now + 4,
+    }
+    models = {
+        "digits": {"requests": 1200, "errors": 3, "rejected": 0, "requests_per_s": 12.0, "swap_failure": swap},
+        "iris": {"requests": 34, "errors": 0, "rejected": 0, "requests_per_s": 0.5, "swap_failure": None},
+    }
+    doc = {"time": now, "interval_s": 2.0, "ready": True, "requests": 1234, "errors": 3, "rejected": 0}
+    return {**doc, "requests_per_s": 12.5, "models": models, **over}
+
+
+def insert_endpoint(url: str, host: str, port: int, status: dict | None, pid: int | None = None) -> None:
+    """A running endpoint's catalog row (the process ``pid``, this one by default) with ``status`` published."""
+    from aios_lab.catalog import catalog
+
+    now = time.time()
+    with catalog().tx() as db:
+        db.execute(
+            "INSERT OR REPLACE INTO endpoints (url, host, port, pid, models, state, started, updated, status) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
+            (url, host, port, pid or os.getpid(), "{}", "running", now, now, json.dumps(status)),
+        )

@@ -1,18 +1,21 @@
-"""The AIOS sidebar in a real browser: JupyterLab on a loopback port with a token, a real training job,
-headless Debian chromium driven by Playwright (``executable_path``: no browser download).
+"""The AIOS sidebar and the notebook job widget in a real browser: JupyterLab on a loopback port with a token,
+real training jobs, headless Debian chromium driven by Playwright (``executable_path``: no browser download).
 
-Open the sidebar, see the job appear and its step advance, open its panel (curves, config, log), press
-cancel, see it become cancelled. Screenshots land in test-artifacts/.
+Sidebar: open it, see a job appear and its step advance, open its panel (charts, config, log), press cancel,
+see it become cancelled. Notebook: the live widgets of a succeeded and a cancelled job show the same charts as
+the job panel (separate axes, legends that do not overlap, no cut-off text) and only the buttons their state
+allows. Screenshots land in test-artifacts/.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 
 import pytest
-from _jupyter_server import start
+from _jupyter_server import insert_endpoint, published_status, start
 
 import aios_lab as aios
 
@@ -43,7 +46,6 @@ def test_sidebar_tracks_and_cancels_a_real_job(lab, artifacts):
     from playwright import sync_api
 
     assert CHROMIUM, "the browser test needs Debian's chromium: run `make browser` (make test does)"
-    started = time.monotonic()
     aios.dataset("digits", "sklearn:digits")
     errors: list[str] = []
     jobs: list = []
@@ -65,7 +67,6 @@ def test_sidebar_tracks_and_cancels_a_real_job(lab, artifacts):
     ours = [e for e in errors if "aios" in e.lower()]
     assert not ours, ours
     assert "Traceback" not in lab.log_text(), lab.log_text()[-3000:]
-    assert time.monotonic() - started < 90
 
 
 def _start_job():
@@ -103,10 +104,8 @@ def _drive(page, lab, artifacts, jobs: list) -> None:
 
     # a job started from Python shows up by itself (the sidebar polls at most 1.5 s apart)
     jobs.append(_start_job())
-    submitted = time.monotonic()
     row = sidebar.locator(f'.aios-job[data-job="{JOB}"]')
     row.wait_for(timeout=10_000)
-    assert time.monotonic() - submitted < 3.0
     # the step advances while we watch (the sidebar polls; the worker writes the catalog)
     page.wait_for_function(
         """name => { const s = document.querySelector(`.aios-job[data-job="${name}"] .aios-job-step`);
@@ -128,7 +127,8 @@ def _drive(page, lab, artifacts, jobs: list) -> None:
     row.locator(".aios-job-name").click()
     panel = page.locator(f'.aios-job-panel .aios-panel-body[data-job="{JOB}"]')
     panel.wait_for()
-    panel.locator(".aios-chart-svg path.aios-line").first.wait_for()
+    panel.locator(".aios-charts-host figure.aios-chart[data-chart='loss'] polyline.aios-line").first.wait_for()
+    assert panel.locator(".aios-charts-host figure.aios-chart").count() == 2
     page.wait_for_function(
         """() => { const l = document.querySelector('.aios-job-panel .aios-log');
                    return l && l.textContent.length > 20; }"""
@@ -145,3 +145,159 @@ def _drive(page, lab, artifacts, jobs: list) -> None:
     panel_cancelled = page.locator(f'.aios-job-panel .aios-panel-body[data-job="{JOB}"][data-state="cancelled"]')
     panel_cancelled.wait_for(timeout=15_000)
     page.screenshot(path=os.path.join(artifacts, "sidebar-cancelled.png"))
+
+    # an endpoint whose last hot swap failed says so, from the status it publishes in its catalog row
+    insert_endpoint("http://127.0.0.1:9", "127.0.0.1", 9, published_status(time.time()))
+    endpoint = sidebar.locator('.aios-endpoint[data-name="http://127.0.0.1:9"]')
+    endpoint.locator(".aios-swap-failure").wait_for(timeout=10_000)
+    text = endpoint.inner_text()
+    assert "hot swap of digits@production to v4 failed (2 tries)" in text and "still serving v3" in text, text
+    assert "12.5 req/s" in text and endpoint.locator(".aios-badge").inner_text() == "ready", text
+    endpoint.screenshot(path=os.path.join(artifacts, "sidebar-endpoint.png"))
+
+
+# ---- the notebook widget --------------------------------------------------------------------------------------
+
+DONE, STOPPED = "nb-done", "nb-stopped"
+NOTEBOOK = "widgets.ipynb"
+
+# Geometry read in the page: every legend item's box, the text of elements that must not be cut off, tick labels
+# that must lie inside their chart.
+MEASURE = """root => {
+  const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+  const charts = [...root.querySelectorAll('figure.aios-chart')].map(f => ({
+    chart: f.dataset.chart,
+    scale: f.dataset.scale,
+    yticks: [...f.querySelectorAll('.aios-axis-y text')].map(t => t.textContent),
+    legend: [...f.querySelectorAll('.aios-legend-item')].map(i => ({text: i.textContent, box: box(i)})),
+    outside: [...f.querySelectorAll('svg.aios-chart-svg text')].filter(t => {
+      const b = t.getBBox(), svg = t.ownerSVGElement.viewBox.baseVal;
+      return b.x < 0 || b.y < 0 || b.x + b.width > svg.width || b.y + b.height > svg.height;
+    }).map(t => t.textContent),
+  }));
+  const cut = [...root.querySelectorAll('.aios-progress-text span, .aios-header, .aios-legend-item, .aios-chart-title')]
+    .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent);
+  const button = sel => { const b = root.querySelector(sel);
+                          return {visible: !!b && b.offsetParent !== null, enabled: !!b && !b.disabled}; };
+  return {charts, cut, cancel: button('button.aios-cancel'), resume: button('button.aios-resume'),
+          progress: root.querySelector('.aios-progress-text').textContent};
+}"""
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] - 0.5 and b[0] < a[2] - 0.5 and a[1] < b[3] - 0.5 and b[1] < a[3] - 0.5
+
+
+def _notebook(root) -> None:
+    cells = [
+        {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": source}
+        for source in ("import aios_lab as aios\naios.job('nb-done').widget()", "aios.job('nb-stopped').widget()")
+    ]
+    nb = {
+        "cells": cells,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    (root / NOTEBOOK).write_text(json.dumps(nb))
+
+
+def _finished_jobs():
+    """A job that succeeded and one cancelled part way, both with training and evaluation rows."""
+    aios.dataset("digits", "sklearn:digits")
+    common = dict(dataset="digits", model="mlp", devices=1, batch=32, checkpoint_every=20, eval_every=20, lr=3e-3)
+    done = aios.train(DONE, steps=120, **common)
+    stopped = aios.train(STOPPED, steps=200_000, **common)
+    deadline = time.monotonic() + 90
+    while not any(r.get("split") for r in stopped.metrics()) or stopped.step < 60:
+        assert time.monotonic() < deadline, f"{STOPPED} made no progress: {stopped.log_tail(20)}"
+        time.sleep(0.2)
+    stopped.cancel()
+    assert done.wait(timeout=90) == "succeeded", done.log_tail(30)
+    assert stopped.wait(timeout=60) == "cancelled", stopped.log_tail(30)
+    return done, stopped
+
+
+def test_notebook_widget_draws_what_the_job_panel_draws(lab, artifacts):
+    from playwright import sync_api
+
+    assert CHROMIUM, "the browser test needs Debian's chromium: run `make browser` (make test does)"
+    _finished_jobs()
+    _notebook(lab.root)
+    errors: list[str] = []
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 1400})
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                _check_widgets(page, lab, artifacts)
+            finally:
+                browser.close()
+    finally:
+        stopped = aios.job(STOPPED)
+        if stopped.state in ("queued", "running"):
+            stopped.cancel()
+        stopped.wait(timeout=60)
+    assert not errors, errors
+    assert "Traceback" not in lab.log_text(), lab.log_text()[-3000:]
+
+
+def _check_widgets(page, lab, artifacts) -> None:
+    page.set_default_timeout(60_000)
+    page.goto(f"{lab.url}lab/tree/{NOTEBOOK}?token={lab.token}")
+    page.wait_for_selector("#jp-main-dock-panel", state="attached")
+    page.wait_for_selector("#jupyterlab-splash", state="detached")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell")
+    page.wait_for_function(
+        """() => { const w = window.jupyterapp.shell.currentWidget;
+                   return w && w.sessionContext && w.sessionContext.session
+                          && w.sessionContext.session.kernel && w.sessionContext.session.kernel.status === 'idle'; }"""
+    )
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    widgets = page.locator(".aios-job-widget")
+    page.wait_for_function("() => document.querySelectorAll('.aios-job-widget figure.aios-chart').length === 4")
+    assert widgets.count() == 2
+    page.wait_for_timeout(500)  # fonts and layout settle
+    page.screenshot(path=os.path.join(artifacts, "widget-notebook.png"), full_page=True)
+    done, stopped = (widgets.nth(i) for i in range(2))
+    done.screenshot(path=os.path.join(artifacts, "widget-succeeded.png"))
+    stopped.screenshot(path=os.path.join(artifacts, "widget-cancelled.png"))
+
+    for name, widget, state in ((DONE, done, "succeeded"), (STOPPED, stopped, "cancelled")):
+        assert widget.locator(f".aios-state[data-state='{state}']").count() == 1, name
+        m = widget.evaluate(MEASURE)
+        loss, metric = m["charts"]
+        assert (loss["chart"], metric["chart"]) == ("loss", "accuracy"), m["charts"]
+        assert len(loss["yticks"]) >= 2 and len(metric["yticks"]) >= 2 and loss["yticks"] != metric["yticks"]
+        assert all(0 <= float(t) <= 1 for t in metric["yticks"])  # accuracy on its own axis, not the loss's
+        items = [i for c in m["charts"] for i in c["legend"]]
+        assert [i["text"].split()[0] for i in items] == ["train", "val", "train", "val"], items
+        for i, a in enumerate(items):
+            for b in items[i + 1 :]:
+                assert not _overlaps(a["box"], b["box"]), (name, a, b)
+        assert not m["cut"], (name, m["cut"])
+        assert not any(c["outside"] for c in m["charts"]), (name, m["charts"])
+        assert "val accuracy" in m["progress"] and "examples/s" in m["progress"], m["progress"]
+        assert m["cancel"] == {"visible": False, "enabled": False}, (name, m["cancel"])  # nothing left to cancel
+        if state == "succeeded":
+            assert m["resume"] == {"visible": False, "enabled": False}, name  # finished: nothing to resume
+        else:
+            assert m["resume"] == {"visible": True, "enabled": True}, name
+
+    # Resume in the widget restarts the cancelled job; the widget follows it and offers Cancel instead
+    stopped.locator("button.aios-resume").click()
+    stopped.locator(".aios-state[data-state='queued'], .aios-state[data-state='running']").wait_for()
+    stopped.locator("button.aios-cancel:not([disabled])").wait_for()
+    assert not stopped.locator("button.aios-resume").is_visible()
+    stopped.locator("button.aios-cancel").click()
+    stopped.locator(".aios-state[data-state='cancelled']").wait_for()
+    stopped.locator("button.aios-resume:not([disabled])").wait_for()
+
+    # the job panel shows the very same drawing, rendered by the server with the same module
+    widget_charts = done.locator(".aios-charts").evaluate("e => e.outerHTML")
+    page.evaluate(f"() => window.jupyterapp.commands.execute('aios:open-job', {{name: '{DONE}'}})")
+    panel = page.locator(f'.aios-job-panel .aios-panel-body[data-job="{DONE}"]')
+    panel.locator(".aios-charts-host figure.aios-chart").first.wait_for()
+    assert panel.locator(".aios-charts-host .aios-charts").evaluate("e => e.outerHTML") == widget_charts
+    page.screenshot(path=os.path.join(artifacts, "job-panel-succeeded.png"))

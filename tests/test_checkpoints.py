@@ -5,6 +5,7 @@ import numpy as np
 import optax
 import pytest
 
+from aios_lab.errors import NotFound
 from aios_lab.train import sharding as shardlib
 from aios_lab.train.checkpoints import Checkpoints, load_params
 
@@ -47,6 +48,18 @@ def test_keeps_latest_few_plus_best(tmp_path):
         assert ck.best_step() == 2 and ck.steps() == [2, 4, 5]
 
 
+def test_best_follows_the_shared_metric_names(tmp_path):
+    mse = {1: 0.5, 2: 0.1, 3: 0.3}
+    with Checkpoints(tmp_path / "ck", keep=1, best="mse") as ck:  # regression: lower is better
+        for step, value in mse.items():
+            ck.save(step, {"params": np.full(2, step, np.float32)}, metrics={"mse": value, "loss": value})
+            ck.wait()
+        assert ck.steps() == [2, 3] and ck.best_step() == 2
+    with Checkpoints(tmp_path / "ck", read_only=True) as ck:  # a reader that asks for accuracy: ranked by mse
+        assert ck.best_step() == 2
+    assert load_params(tmp_path / "ck", "best")[0] == 2
+
+
 def test_half_written_checkpoint_never_counts(tmp_path):
     with Checkpoints(tmp_path / "ck") as ck:
         ck.save(3, {"w": np.ones(2, np.float32)})
@@ -58,5 +71,5 @@ def test_half_written_checkpoint_never_counts(tmp_path):
         assert ck.latest_step() == 3 and ck.steps() == [3]
     with Checkpoints(tmp_path / "ck") as ck:  # a writer cleans the leftovers up
         assert ck.latest_step() == 3
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(NotFound, match="no checkpoint 7"):
         load_params(tmp_path / "ck", 7)

@@ -2,6 +2,9 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -69,6 +72,13 @@ def test_compress_verb_evaluates_and_keeps_the_variant(home):
     path = home / "jobs" / "mlp" / "variants" / "int8"
     assert row["path"] == str(path) and sorted(os.listdir(path)) == ["params.safetensors", "report.json"]
     assert json.loads(row["report"])["metric_after"] == rep.metric_after
+    assert rep.split == "val" and set(rep.metrics_after) == {"loss", "accuracy"}
+    assert rep.metrics_after["accuracy"] == rep.metric_after and rep.metrics_after["loss"] > 0
+    assert [oct(p.stat().st_mode & 0o777) for p in (path, path / "report.json", path / "params.safetensors")] == [
+        "0o700",
+        "0o400",
+        "0o400",
+    ]
 
     rep2 = aios.compress("mlp", "prune:0.5+int4", eval="test", checkpoint=40)
     assert rep2.variant == "prune-0.5-int4" and rep2.checkpoint_step == 40 and "test" in rep2.eval
@@ -83,12 +93,16 @@ def test_compress_verb_evaluates_and_keeps_the_variant(home):
 
     names = {r["variant"] for r in variants("mlp")}
     assert {"int8", "prune-0.5-int4", "bf16"} <= names
+    again = aios.compress("mlp", "int8", checkpoint=40)  # made again: replaces the variant whole
+    (row,) = [r for r in variants("mlp") if r["variant"] == "int8"]
+    assert row["checkpoint_step"] == 40 and row["report"]["created"] == again.created
+    assert aios.compress("mlp", "int8").checkpoint_step == 80 and not any((home / "tmp").iterdir())
 
 
 def test_publish_variant_and_checkpoint_then_load_predicts_the_same(home):
     if not catalog().one("SELECT 1 FROM variants WHERE job='mlp' AND variant='int8'"):
         aios.compress("mlp", "int8")
-    from aios_lab.compress import load_variant
+    from aios_lab.compress import variant
     from aios_lab.data import get
     from aios_lab.train.models import build
 
@@ -98,8 +112,10 @@ def test_publish_variant_and_checkpoint_then_load_predicts_the_same(home):
     assert mv.lineage["job"] == "mlp" and mv.lineage["checkpoint_step"] == 80 and mv.lineage["method"] == "int8"
     assert mv.lineage["dataset"] == "digits" and mv.lineage["dataset_version"] == 1 and mv.lineage["code_hash"]
     assert mv.metrics["accuracy"] > 0.8 and mv.aliases == ["production"]
+    assert mv.metrics["split"] == "val" and mv.metrics["loss"] > 0 and "accuracy_uncompressed" in mv.metrics
     m = aios.registry.load("digits", "production")
-    qparams, _ = load_variant("mlp", "int8")
+    qparams, meta = variant("mlp", "int8")
+    assert meta["checkpoint_step"] == 80 and meta["method"] == "int8" and meta["report"]["variant"] == "int8"
     model = build(job.config["train"]["model"], "classification", 10, (8, 8))
     np.testing.assert_array_equal(m.predict(x), QForward(model.apply, qparams)(x))
     assert m.compressed
@@ -111,6 +127,48 @@ def test_publish_variant_and_checkpoint_then_load_predicts_the_same(home):
     assert not m2.compressed
     publishes = [r for r in catalog().query("SELECT * FROM audit WHERE action='publish'")]
     assert publishes[-1]["object"] == f"digits:v{mv2.version}"
+
+
+def test_killed_compress_leaves_no_variant_and_is_swept(home):
+    code = (
+        "import time, aios_lab as aios\n"
+        "from aios_lab.compress import params_file\n"
+        "real = params_file.save_tree\n"
+        "def slow(*a, **k):\n"
+        "    real(*a, **k); print('WROTE', flush=True); time.sleep(60)\n"
+        "params_file.save_tree = slow\n"
+        "aios.compress('mlp', 'prune:0.25')\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env={**os.environ, "AIOS_HOME": str(home)}
+    )
+    try:
+        assert proc.stdout.readline().strip() == "WROTE"  # the parameters are on disk, in staging
+        assert [p.name.startswith("variant-mlp-") for p in (home / "tmp").iterdir()] == [True]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    from aios_lab.compress import variants
+
+    assert "prune-0.25" not in {r["variant"] for r in variants("mlp")}
+    assert not (home / "jobs" / "mlp" / "variants" / "prune-0.25").exists()
+    rep = aios.compress("mlp", "prune:0.25")
+    assert rep.variant == "prune-0.25" and (home / "jobs" / "mlp" / "variants" / "prune-0.25").is_dir()
+    assert not any((home / "tmp").iterdir())  # the dead writer's folder is gone
+
+
+def test_a_dataset_in_a_models_lineage_or_under_a_job_is_not_deleted(home):
+    from aios_lab.errors import Conflict
+
+    if not catalog().one("SELECT 1 FROM models WHERE name='digits'"):
+        aios.publish("mlp", as_="digits")
+    before = snapshot(home)
+    with pytest.raises(Conflict, match=r"digits:v1 is the lineage of model digits:v1.*--force") as e:
+        aios.delete_dataset("digits")
+    assert "\n" not in str(e.value)
+    with pytest.raises(UsageError, match="lineage"):
+        run("dataset delete digits@1")
+    assert snapshot(home) == before and aios.datasets("digits")[0].version == 1
 
 
 @pytest.mark.parametrize(

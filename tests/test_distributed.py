@@ -1,9 +1,14 @@
 """One job over two worker processes of 4 host devices each under jax.distributed (gloo on the CPU)."""
 
+import signal
+import time
+
 import numpy as np
+import psutil
 
 import aios_lab as aios
 from aios_lab.catalog import catalog
+from aios_lab.jobs.agreed_stop import EVERY
 
 
 def test_two_processes_of_4_devices_follow_the_same_curve_as_one_process_of_8():
@@ -27,3 +32,24 @@ def test_two_processes_of_4_devices_follow_the_same_curve_as_one_process_of_8():
     for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):  # only summation order differs
         assert np.linalg.norm(x - y) <= 1e-2 * np.linalg.norm(x)
     assert catalog().one("SELECT config FROM jobs WHERE name='two'")[0].count('"processes": 2') == 1
+
+
+def test_a_signal_to_one_worker_stops_every_process_at_one_agreed_step():
+    """Each process used to watch for a stop on its own: one stopped alone and the others waited in a collective
+    for ever. Now process 0 decides every few steps, and every process stops (and checkpoints) at that step."""
+    aios.dataset("digits", "sklearn:digits")
+    long = dict(steps=1_000_000, checkpoint_every=1_000_000, eval_every=1_000_000)
+    job = aios.train(
+        "two", dataset="digits", model="mlp", batch=64, lr=3e-3, devices=8, processes=2, max_retries=0, **long
+    )
+    deadline = time.monotonic() + 300
+    while job.step == 0 and not job.done and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = psutil.Process(job.refresh()["supervisor_pid"]).children()
+    second = next(p for p in workers if p.cmdline()[-2:] == ["--process-id", "1"])
+    second.send_signal(signal.SIGTERM)  # to the second process only
+    assert job.wait(timeout=300) == "interrupted", job.log_tail()
+    step = job.step
+    assert 0 < step and step % EVERY == 0 and job.checkpoints() == [step], (step, job.checkpoints())
+    assert job.error.startswith("stopped by signal to another worker")
+    assert psutil.wait_procs(workers, timeout=60)[1] == [], "both processes exited"

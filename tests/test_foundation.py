@@ -1,5 +1,6 @@
 """The catalog, names, and the %aios magic's dispatch and help."""
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -8,8 +9,8 @@ import threading
 import pytest
 from IPython.core.error import UsageError
 
-from aios_lab import config
-from aios_lab.catalog import catalog
+from aios_lab import atomic, config
+from aios_lab.catalog import catalog, deleted_version, next_version, retire
 from aios_lab.catalog.schema import MIGRATIONS
 from aios_lab.errors import AiosError
 from aios_lab.names import check_name
@@ -66,6 +67,52 @@ def test_catalog_concurrent_writers_from_threads_and_processes(aios_home):
     assert all(p.wait(60) == 0 for p in procs)
     counts = dict(cat.query("SELECT object, COUNT(*) FROM audit GROUP BY object"))
     assert counts == {"proc": 150, "thread": 150}
+
+
+def test_version_numbers_of_deleted_versions_are_never_given_out_again():
+    cat = catalog()
+    with cat.tx() as db:
+        assert next_version(db, "datasets", "d") == 1
+        retire(db, "datasets", "d", 3, "h3")
+        assert next_version(db, "datasets", "d") == 4 and next_version(db, "models", "d") == 1
+    assert deleted_version("datasets", "d", 3)["hash"] == "h3" and deleted_version("datasets", "d", 2) is None
+
+
+def test_private_dir_makes_missing_folders_0700_whatever_the_umask(aios_home, tmp_path):
+    old = os.umask(0o022)
+    try:
+        made = config.private_dir(config.area("a", "b", "c"))
+        atomic_dir = atomic.staging_root()
+    finally:
+        os.umask(old)
+    assert made == aios_home.resolve() / "a" / "b" / "c"
+    modes = [
+        oct(p.stat().st_mode & 0o777) for p in (aios_home, aios_home / "a", aios_home / "a" / "b", made, atomic_dir)
+    ]
+    assert modes == ["0o700"] * 5
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o750)
+    os.chmod(mine, 0o750)
+    config.private_dir(mine / "x")
+    assert mine.stat().st_mode & 0o777 == 0o750  # a folder that exists keeps what its owner chose
+
+
+def test_the_sweep_removes_only_what_dead_writers_left(aios_home):
+    import psutil
+
+    parent = os.getppid()
+    started = int(psutil.Process(parent).create_time() * 100)
+    root = atomic.staging_root()
+    live = root / f"dataset-x-{parent}-{started}-aaaa"  # a live process's folder (its pid and start time)
+    recycled = root / f"dataset-x-{parent}-{started + 1}-bbbb"  # the same pid, another process: dead
+    gone = root / f"model-y-{2**22 + 7}-1-cccc"  # a pid that does not exist
+    foreign = root / "notes"
+    for d in (live, recycled, gone, foreign):
+        d.mkdir()
+    with atomic.staged("variant", "z") as mine:
+        atomic.sweep()
+        assert mine.is_dir()
+    assert sorted(p.name for p in root.iterdir()) == sorted([live.name, foreign.name])
 
 
 def test_catalog_reopens_existing_file_without_remigrating(aios_home):

@@ -1,8 +1,10 @@
 """The sidebar's REST routes under /aios/api/, through a real Jupyter server on a loopback port with a token.
 
 Covers: 403 without a token on every route, XSRF on writes (cookie-authenticated POSTs need a matching
-X-XSRFToken), ETag/304 polling, the unavailable-feature answers, and every job route against one real
-detached training job (detail, metrics since a step, log tail, cancel, resume, 404, 409, 400).
+X-XSRFToken), ETag/304 polling, errors mapped through ``http_status`` (404 unknown job, 409 conflict, 400
+invalid), every job route against one real detached training job (detail, metrics since a step, charts, log
+tail, cancel, resume), a log that is a symbolic link refused, and endpoints read from the catalog with no
+credential sent anywhere.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 
 import pytest
 import requests
-from _jupyter_server import Server, start
+from _jupyter_server import Server, insert_endpoint, published_status, start
 
 import aios_lab as aios
 
@@ -24,6 +26,7 @@ GETS = [
     "datasets",
     "jobs/srv-job",
     "jobs/srv-job/metrics?since=0",
+    "jobs/srv-job/charts",
     "jobs/srv-job/log?tail=5",
 ]
 POSTS = ["jobs/srv-job/cancel", "jobs/srv-job/resume"]
@@ -47,6 +50,12 @@ def home(server, monkeypatch):
 
 def get(server: Server, path: str, **kw) -> requests.Response:
     return requests.get(server.api(path), headers={**server.auth, **kw.pop("headers", {})}, timeout=30, **kw)
+
+
+def ok(r: requests.Response) -> dict:
+    """The JSON of a 200 answer (anything else fails the test with the answer's text)."""
+    assert r.status_code == 200, (r.status_code, r.text)
+    return r.json()
 
 
 def wait_for(cond, timeout=90.0, what="condition"):
@@ -79,10 +88,7 @@ def test_overview_polls_cheaply_with_etags(server, home):
     body = r.json()
     assert set(body) == {"jobs", "devices", "models", "endpoints", "datasets"}
     for kind, section in body.items():
-        assert isinstance(section[kind], list) and isinstance(section["available"], bool)
-        if not section["available"]:
-            assert section[kind] == [] and section["reason"]  # a part not installed yet says so, never a 500
-    assert body["jobs"]["available"] and body["devices"]["available"]
+        assert isinstance(section[kind], list) and "error" not in section
     assert len(body["devices"]["devices"]) >= 1 and body["devices"]["queue"] == []
     etag = r.headers["Etag"]
     again = get(server, "overview", headers={"If-None-Match": etag})
@@ -99,17 +105,19 @@ def test_each_collection_has_its_route(server, home, kind):
     r = get(server, kind)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert isinstance(body[kind], list) and "available" in body
+    assert isinstance(body[kind], list) and set(body) <= {kind, "queue"}
     assert r.headers["Etag"] and get(server, kind, headers={"If-None-Match": r.headers["Etag"]}).status_code == 304
 
 
 def test_unknown_jobs_and_bad_arguments(server, home):
     r = get(server, "jobs/no-such-job")
-    assert r.status_code == 404 and "no-such-job" in r.json()["message"] and r.json()["missing"] == "job"
-    assert get(server, "jobs/no-such-job/metrics").status_code == 404
-    assert get(server, "jobs/no-such-job/log").status_code == 404
-    r = requests.post(server.api("jobs/no-such-job/cancel"), headers=server.auth, timeout=30)
-    assert r.status_code == 404
+    assert r.status_code == 404 and "no-such-job" in r.json()["message"] and r.json()["error"] == "NotFound"
+    for route in ("metrics", "log", "charts"):
+        r = get(server, f"jobs/no-such-job/{route}")
+        assert r.status_code == 404 and r.json()["error"] == "NotFound", route
+    for action in ("cancel", "resume"):
+        r = requests.post(server.api(f"jobs/no-such-job/{action}"), headers=server.auth, timeout=30)
+        assert r.status_code == 404 and r.json()["error"] == "NotFound", action
     assert get(server, "jobs/Bad..Name").status_code == 404  # not a job name: no route at all
     assert get(server, "jobs/x/metrics?since=abc").status_code == 400
     assert get(server, "jobs/x/log?tail=0").status_code == 400
@@ -157,18 +165,39 @@ def _exercise_job_routes(server: Server) -> None:
     log = get(server, "jobs/srv-job/log?tail=3").json()
     assert log["tail"] == 3 and len(log["log"].splitlines()) <= 3
 
+    # the charts: drawn by aios_lab.charts (as in the notebook widget), loss and accuracy on separate axes
+    html = wait_for(
+        lambda: "data-series='val'" in (h := ok(get(server, "jobs/srv-job/charts"))["html"]) and h,
+        what="charts with an evaluation",
+    )
+    assert "data-chart='loss'" in html and "data-chart='accuracy'" in html and html.count("<polyline") == 4
+
     # resume is refused while it runs (409), cancel works (token-authenticated: no XSRF needed)
     r = requests.post(server.api("jobs/srv-job/resume"), headers=server.auth, json={}, timeout=30)
-    assert r.status_code == 409 and "running" in r.json()["message"]
+    assert r.status_code == 409 and "running" in r.json()["message"] and r.json()["error"] == "Conflict"
     r = requests.post(server.api("jobs/srv-job/cancel"), headers=server.auth, timeout=30)
     assert r.status_code == 200, r.text
     assert r.json()["name"] == "srv-job"
     wait_for(lambda: get(server, "jobs/srv-job").json()["state"] == "cancelled", what="cancelled")
+    charts = get(server, "jobs/srv-job/charts")  # a stopped job's charts no longer change: the poll is a 304
+    assert get(server, "jobs/srv-job/charts", headers={"If-None-Match": charts.headers["Etag"]}).status_code == 304
 
-    # resume with a bad body, then a good one
-    for bad in ("not json", '{"steps": -5}', '{"steps": "many"}', '{"steps": true}'):
+    # resume with a bad body (wrong JSON types, numbers out of bounds: 400, never 500), then a good one
+    bad_bodies = [
+        "not json",
+        "[]",
+        '{"steps": -5}',
+        '{"steps": "many"}',
+        '{"steps": true}',
+        '{"steps": 1e30}',
+        '{"steps": 1000000000000000000000000000000}',
+        '{"steps": 1e400}',
+        '{"steps": 100.5}',
+        '{"steps": 500, "lr": 1}',
+    ]
+    for bad in bad_bodies:
         r = requests.post(server.api("jobs/srv-job/resume"), headers=server.auth, data=bad, timeout=30)
-        assert r.status_code == 400, (bad, r.text)
+        assert r.status_code == 400 and "steps" in r.json()["message"], (bad, r.text)
     step = get(server, "jobs/srv-job").json()["step"]
     r = requests.post(
         server.api("jobs/srv-job/resume"), headers=server.auth, json={"steps": step + 100_000}, timeout=30
@@ -178,6 +207,16 @@ def _exercise_job_routes(server: Server) -> None:
     r = requests.post(server.api("jobs/srv-job/cancel"), headers=server.auth, timeout=30)
     assert r.status_code == 200
     wait_for(lambda: get(server, "jobs/srv-job").json()["state"] == "cancelled", what="cancelled again")
+
+    # a worker.log replaced by a link to a file outside AIOS_HOME is refused, not followed
+    secret = server.home.parent / "outside-secret.txt"
+    secret.write_text("the-secret-outside-aios-home\n")
+    log_file = server.home / "jobs" / "srv-job" / "worker.log"
+    log_file.unlink()
+    log_file.symlink_to(secret)
+    r = get(server, "jobs/srv-job/log?tail=50")
+    assert r.status_code == 403 and "symbolic link" in r.json()["message"], r.text
+    assert "the-secret" not in r.text
 
 
 def test_cookie_authenticated_writes_need_a_matching_xsrf_token(server, home):
@@ -204,9 +243,8 @@ def test_the_server_logs_no_errors(server):
     assert "aios_lab: sidebar API at /aios/api/" in text
 
 
-def test_missing_parts_answer_empty_and_unavailable_not_500():
-    """In-process: a module or function not there yet gives an empty list with a reason; a failing
-    section reports its error without sinking the overview; API values become plain JSON."""
+def test_a_failing_section_reports_its_error_and_values_become_plain_json():
+    """In-process: a failing section reports its error without sinking the overview; API values become JSON."""
     import dataclasses
     import math
     from pathlib import Path
@@ -215,16 +253,11 @@ def test_missing_parts_answer_empty_and_unavailable_not_500():
 
     from aios_lab.jupyter_ext import views
 
-    gone = views._listing("models", "aios_lab.no_such_part", "list_models")
-    assert gone["models"] == [] and gone["available"] is False and "aios_lab.no_such_part" in gone["reason"]
-    with pytest.raises(views.Unavailable, match="not available yet"):
-        views.api("aios_lab.errors", "no_such_function")
-
     def broken():
         raise RuntimeError("catalog is busy")
 
     section = views._section(broken, "endpoints")
-    assert section == {"endpoints": [], "available": True, "error": "RuntimeError: catalog is busy"}
+    assert section == {"endpoints": [], "error": "RuntimeError: catalog is busy"}
 
     @dataclasses.dataclass
     class Row:
@@ -236,29 +269,120 @@ def test_missing_parts_answer_empty_and_unavailable_not_500():
             return {"loss": np.float32(0.5), "bad": math.nan, "ids": np.arange(3), "row": Row(Path("/x"), np.int64(4))}
 
     assert views.jsonable([WithJson()]) == [{"loss": 0.5, "bad": None, "ids": [0, 1, 2], "row": {"path": "/x", "n": 4}}]
-    assert views.downsample(list(range(100)), 5) == [0, 25, 50, 74, 99]
-    assert views.downsample([1.0, 2.0], 5) == [1.0, 2.0]
+    held = views._History(run=1, rows=True)
+    held.add([{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}, {"step": 2, "loss": 2.5}, {"step": 3, "loss": 1.0}])
+    assert [r["loss"] for r in held.rows] == [3.0, 2.5, 1.0]  # a step logged again: the newest wins
+    held.add([{"step": s, "loss": 1.0 / s} for s in range(4, 101)] + [{"step": 50, "split": "val", "loss": 9.0}])
+    spark = views.spark(held.losses)  # training losses only, thinned to the sparkline's width, the ends kept
+    assert len(spark) == views.SPARK_POINTS and spark[0] == 3.0 and spark[-1] == 0.01 and 9.0 not in spark
+    assert held.last == 100 and len(held.rows) == 3 + 97 + 1
+    lean = views._History(run=1, rows=False)  # the list's sparkline alone holds no rows
+    lean.add([{"step": 1, "loss": 3.0}])
+    assert lean.rows is None and lean.losses == [3.0]
 
 
-def test_endpoints_show_readiness_and_request_rate(server, home):
-    """A real serving endpoint (no models): ready, and its request rate from its Prometheus metrics."""
-    import requests as rq
-
+def test_endpoints_show_readiness_and_numbers_from_the_catalog(server, home):
+    """A real serving endpoint (no models): ready, and its request count and rate from the status the server
+    writes into its catalog row."""
     from aios_lab.procs import free_port
 
     ep = aios.serve(port=free_port())
     try:
         first = wait_for(
-            lambda: [e for e in get(server, "endpoints").json()["endpoints"] if e["url"] == ep.url],
-            what="the endpoint in the list",
+            lambda: [e for e in get(server, "endpoints").json()["endpoints"] if e["url"] == ep.url and e["ready"]],
+            timeout=30,
+            what="the endpoint, ready, in the list",
         )[0]
-        assert first["ready"] is True and first["state"] == "running"
+        assert first["state"] == "running" and first["swap_failures"] == [] and first["load_failures"] == []
         for _ in range(30):  # unauthenticated requests still count as requests served
-            rq.get(ep.url + "/v2/repository/index", timeout=5)
-        time.sleep(2.1)
-        later = [e for e in get(server, "endpoints").json()["endpoints"] if e["url"] == ep.url][0]
-        assert later["requests_per_s"] is not None and later["requests_per_s"] > 0, later
+            requests.get(ep.url + "/v2/repository/index", timeout=5)
+        later = wait_for(
+            lambda: [
+                e
+                for e in get(server, "endpoints").json()["endpoints"]
+                if (e["requests_total"] or 0) >= 30 and e["requests_per_s"] is not None
+            ],
+            timeout=30,
+            what="the request count and rate in the endpoint's status",
+        )[0]
+        assert later["requests_per_s"] >= 0 and later["errors"] >= 30, later  # 401s: no token was sent
     finally:
         ep.stop()
     gone = [e for e in get(server, "endpoints").json()["endpoints"] if e["url"] == ep.url]
     assert not gone or gone[0]["ready"] is False or gone[0]["state"] != "running"
+
+
+class _Recorder:
+    """A plain HTTP server on every interface that answers 200 and records each request's Host, path and
+    whether it carried credentials."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                creds = any(h.lower() in ("authorization", "cookie", "x-api-key") for h in self.headers)
+                seen.append((self.headers.get("Host"), self.path, creds))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _outward_address() -> str:
+    """This machine's address on its outward interface (a UDP connect sends nothing)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # TEST-NET-1: routed like any outside address, never reached
+        return s.getsockname()[0]
+
+
+def test_endpoints_are_read_from_the_catalog_with_no_credential_sent(home):
+    """Defect 5: the endpoints view contacts no endpoint (the old one sent the admin token to every listed URL,
+    loopback or not); numbers, readiness and a failed hot swap come from the status each server publishes."""
+    import ipaddress
+
+    from aios_lab.jupyter_ext import views
+    from aios_lab.serve import default_token
+
+    default_token()  # an admin token exists
+    outward = _outward_address()
+    assert not ipaddress.ip_address(outward).is_loopback
+    rec = _Recorder()
+    now = time.time()
+    local, remote, stale = (
+        f"http://127.0.0.1:{rec.port}",
+        f"http://{outward}:{rec.port}",
+        f"http://localhost:{rec.port}",
+    )
+    try:
+        insert_endpoint(local, "127.0.0.1", rec.port, published_status(now))
+        insert_endpoint(remote, outward, rec.port, published_status(now))
+        insert_endpoint(stale, "localhost", rec.port, published_status(now - 60))  # it stopped publishing
+        listed = {e["url"]: e for e in views.list_endpoints()["endpoints"]}
+        time.sleep(0.3)  # a request sent by a helper thread would have arrived by now
+    finally:
+        rec.close()
+    assert rec.seen == []
+    assert listed[local]["ready"] is True and listed[remote]["ready"] is True and listed[stale]["ready"] is False
+    for e in (listed[local], listed[remote]):
+        assert (e["requests_total"], e["requests_per_s"], e["errors"], e["rejected"]) == (1234, 12.5, 3, 0)
+        (swap,) = e["swap_failures"]
+        assert (swap["model"], swap["version"], swap["serving"], swap["attempts"]) == ("digits", 4, 3, 2)
+        assert "status" not in e  # the published document stays on the server side
+    unpublished = views.endpoint_status({}, "running", now)
+    assert unpublished["ready"] is False and unpublished["requests_per_s"] is None

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from aios_lab.errors import AiosError
+from aios_lab.errors import AiosError, InvalidInput
 from aios_lab.train import models
 
 FLAX_CELL = """
@@ -103,21 +103,81 @@ def test_define_init_apply_functions():
         ("import no_such_package_xyz", "failed to run"),
         ("def broken(:\n  pass", "failed to run"),
         ("x = 1", "must define"),
-        (
-            "import jax.numpy as jnp\ndef init(rng, x):\n    return {}\n"
-            "def apply(p, x):\n    return jnp.zeros((x.shape[0], 2))",
-            "does not fit",
-        ),
-        ("def init(rng, x):\n    raise ValueError('boom')\ndef apply(p, x):\n    return x", "does not initialise"),
     ],
 )
 def test_bad_cells_are_refused_and_not_stored(source, match):
-    with pytest.raises(AiosError, match=match):
+    with pytest.raises(InvalidInput, match=match):
         models.define("bad", source)
     assert models.definitions() == []
 
 
+@pytest.mark.parametrize(
+    "source, match",
+    [
+        (
+            "import jax.numpy as jnp\ndef init(rng, x):\n    return {}\n"
+            "def apply(p, x):\n    return jnp.zeros((x.shape[0], 2))",
+            r"does not fit a classification task with 3 outputs on this dataset's samples of shape \(5,\)",
+        ),
+        (
+            "def init(rng, x):\n    raise ValueError('boom')\ndef apply(p, x):\n    return x",
+            r"does not initialise on this dataset's samples of shape \(5,\).*ValueError: boom",
+        ),
+    ],
+)
+def test_cells_checked_on_a_sample_must_fit_it(source, match):
+    with pytest.raises(InvalidInput, match=match):
+        models.define("bad", source, sample=np.zeros((2, 5), np.float32), n_outputs=3)
+    assert models.definitions() == []
+
+
+# Defect 2's models: valid, but neither fits the (2, 16) batch with 10 outputs that was once made up for them.
+FOR_64_FEATURES = """
+import jax
+
+def init(rng, x, n_outputs):
+    return {"w": jax.random.normal(rng, (64, n_outputs)) * 0.01}
+
+def apply(params, x):
+    return x.reshape(x.shape[0], 64) @ params["w"]
+"""
+
+THREE_OUTPUTS = """
+import flax.linen as nn
+
+class Three(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3)(nn.relu(nn.Dense(16)(x)))
+"""
+
+
+def test_a_cell_is_stored_without_a_made_up_shape_and_checked_on_the_jobs_dataset():
+    assert models.define("wide", FOR_64_FEATURES) == ("wide", 1)
+    assert models.define("three", THREE_OUTPUTS) == ("three", 1)
+    wide, three = models.resolve("wide"), models.resolve("three")
+    digits_x, iris_x = np.zeros((2, 64), np.float32), np.zeros((2, 4), np.float32)
+    assert models.check(models.build(wide, "classification", 10, (64,)), "classification", 10, digits_x) == (2, 10)
+    assert models.check(models.build(three, "classification", 3, (4,)), "classification", 3, iris_x) == (2, 3)
+    # used on a dataset they do not fit: the error names the dataset's shape and how to check early
+    with pytest.raises(InvalidInput, match=r"samples of shape \(4,\).*%%aios model wide --dataset"):
+        models.check(models.build(wide, "classification", 3, (4,)), "classification", 3, iris_x)
+    with pytest.raises(InvalidInput, match=r"with 10 outputs .* shape \(64,\).*%%aios model three --dataset"):
+        models.check(models.build(three, "classification", 10, (64,)), "classification", 10, digits_x)
+
+
 def test_model_cell_magic(ip):
+    import aios_lab as aios
+
+    aios.dataset("digits", "sklearn:digits")
+    aios.dataset("iris", "sklearn:iris")
     out = ip.run_cell_magic("aios", "model tiny", FLAX_CELL)
-    assert "tiny version 1" in str(out)
+    assert "tiny version 1" in str(out) and "--dataset" in str(out)
     assert models.resolve("tiny")["version"] == 1
+    assert "checked on digits" in str(ip.run_cell_magic("aios", "model wide --dataset digits", FOR_64_FEATURES))
+    assert "checked on iris" in str(ip.run_cell_magic("aios", "model three --dataset iris@1", THREE_OUTPUTS))
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match=r"does not fit .* 10 outputs .*shape \(8, 8\)"):
+        ip.run_cell_magic("aios", "model three --dataset digits", THREE_OUTPUTS.replace("16", "17"))
+    assert [d["name"] for d in models.definitions()] == ["three", "tiny", "wide"]

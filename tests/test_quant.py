@@ -235,3 +235,72 @@ def test_store_round_trip_and_safetensors_compatibility(tmp_path, method):
     (tmp_path / "cut.safetensors").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(AiosError, match="not a valid safetensors"):
         params_file.load_tree(tmp_path / "cut.safetensors")
+
+
+# -- stacked language-model layers: per-layer scales, groups and thresholds -----------------------------
+def stacked(layers=3, fan_in=40, fan_out=24):
+    """A stacked weight [L, in, out] whose layers differ in scale by orders of magnitude."""
+    w = RNG.standard_normal((layers, fan_in, fan_out)).astype(np.float32)
+    return w * (10.0 ** np.arange(layers, dtype=np.float32))[:, None, None] * 0.01
+
+
+def test_stacked_int8_gives_each_layer_its_own_scales():
+    w = stacked()
+    t = compress_tensor(w, parse_method("int8"), stack=1)
+    assert t.scale.shape == (3, 24) and t.data.shape == w.shape
+    for i in range(3):  # each layer exactly as if it had been quantised alone
+        alone = compress_tensor(w[i], parse_method("int8"))
+        np.testing.assert_array_equal(t.data[i], alone.data)
+        np.testing.assert_allclose(deq(t)[i], deq(alone), rtol=1e-6, atol=1e-9)
+    shared = compress_tensor(w, parse_method("int8"))  # the old way: one scale across layers
+    assert np.abs(deq(t)[0] - w[0]).max() < np.abs(deq(shared)[0] - w[0]).max() / 10
+
+
+@pytest.mark.parametrize("group", [32, 64])
+def test_stacked_int4_groups_stay_within_a_layer(group):
+    w = stacked(layers=2, fan_in=40)  # 40 rows: groups would straddle layers if the stack were flattened
+    t = compress_tensor(w, parse_method(f"int4:{group}"), stack=1)
+    assert t.scale.shape == (2, -(-40 // group), 24)
+    for i in range(2):
+        alone = compress_tensor(w[i], parse_method(f"int4:{group}"))
+        np.testing.assert_allclose(deq(t)[i], deq(alone), rtol=1e-6, atol=1e-9)
+
+
+def test_stacked_pruning_thresholds_are_per_layer():
+    w = stacked()
+    t = compress_tensor(w, parse_method("prune:0.5+int8"), stack=1)
+    d = deq(t)
+    for i in range(3):  # half of every layer survives, even the small one
+        assert (d[i] == 0).mean() == pytest.approx(0.5, abs=1 / w[i].size)
+        alone = compress_tensor(w[i], parse_method("prune:0.5+int8"))
+        np.testing.assert_allclose(d[i], deq(alone), rtol=1e-6, atol=1e-9)
+
+
+def test_row_scales_for_embeddings_and_the_layout_in_a_tree(tmp_path):
+    from aios_lab.train.lm_model import compress_layout
+
+    emb = (RNG.standard_normal((50, 16)) * RNG.uniform(0.01, 2.0, size=(50, 1))).astype(np.float32)
+    params = {
+        "embed": emb,
+        "layers": {
+            "q": {"kernel": stacked(), "bias": np.ones((3, 24), np.float32)},
+            "attn_norm": {"scale": np.ones((3, 40), np.float32)},
+        },
+        "final_norm": {"scale": np.ones(40, np.float32)},
+    }
+    q, info = compress_params(params, "int8", layout=compress_layout)
+    flat = dict(leaf_paths(q))
+    assert flat["embed"].scale.shape == (50,)  # one scale per row (token)
+    np.testing.assert_allclose(
+        deq(flat["embed"]), compress_tensor(emb.T, parse_method("int8")).dequantize(np).T, atol=1e-7
+    )
+    assert flat["layers/q/kernel"].scale.shape == (3, 24)
+    for norm_or_bias in ("layers/q/bias", "layers/attn_norm/scale", "final_norm/scale"):
+        assert isinstance(flat[norm_or_bias], np.ndarray)  # stacked [L, D] vectors stay float
+    assert {t["path"] for t in info["tensors"]} == {"embed", "layers/q/kernel"}
+    path = tmp_path / "lm.safetensors"
+    params_file.save_tree(path, q)
+    back = dict(leaf_paths(params_file.load_tree(path)))
+    for name in ("embed", "layers/q/kernel"):
+        assert (back[name].stack, back[name].axis) == (flat[name].stack, flat[name].axis)
+        np.testing.assert_array_equal(deq(back[name]), deq(flat[name]))

@@ -3,6 +3,9 @@
 import functools
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -13,7 +16,7 @@ from aios_lab import registry
 from aios_lab.catalog import catalog
 from aios_lab.compress.qmodel import QForward
 from aios_lab.compress.quant import QTensor, compress_params
-from aios_lab.errors import AiosError
+from aios_lab.errors import AiosError, Conflict, NotFound
 from aios_lab.verbs import run
 
 X = np.random.default_rng(0).standard_normal((7, 8, 8)).astype(np.float32)
@@ -64,7 +67,7 @@ def test_publish_load_predict_equals_the_in_memory_model(aios_home):
         "params.safetensors",
         "signature.json",
     ]
-    assert not any(os.stat(path / f).st_mode & 0o222 for f in os.listdir(path))  # read-only files
+    assert all(os.stat(path / f).st_mode & 0o777 == 0o400 for f in os.listdir(path))  # read-only, private
     m = registry.load("digits")
     assert (m.name, m.version, m.path) == ("digits", 1, path)
     assert m.signature == {
@@ -131,7 +134,7 @@ def test_aliases_move_and_resolve_and_the_audit_log_records_it(aios_home):
     publish(alias="staging")
     assert registry.load("digits", "production").version == 1
     assert registry.load("digits", "staging").version == 2 and registry.load("digits").version == 2
-    registry.set_alias("digits", "production", 2)
+    registry.promote("digits", "production", version=2)  # production is protected: promote moves it
     assert registry.load("digits", "production").version == 2
     assert {mv.version: mv.aliases for mv in registry.list_models()} == {1: [], 2: ["production", "staging"]}
     assert registry.load("digits", "v1").version == 1 and registry.load("digits", 1).version == 1
@@ -163,14 +166,67 @@ def test_aliases_move_and_resolve_and_the_audit_log_records_it(aios_home):
 def test_delete_refuses_an_aliased_version_then_removes_files_and_row(aios_home):
     publish(alias="production")
     publish()
-    with pytest.raises(AiosError, match="aliased as production"):
+    with pytest.raises(Conflict, match="aliased as production"):
         registry.delete("digits", 1)
-    registry.set_alias("digits", "production", 2)
-    registry.delete("digits", 1)
+    with pytest.raises(Conflict, match="aliased as production"):
+        registry.delete("digits")  # every version: all or nothing
+    registry.promote("digits", "production", version=2)
+    registry.delete("digits@1")
     assert [mv.version for mv in registry.list_models("digits")] == [2]
     assert not (aios_home / "models" / "digits" / "v1").exists()
+    with pytest.raises(NotFound, match="version 1 of model 'digits' was deleted"):
+        registry.load("digits", 1)
     assert publish().version == 3  # numbers are never reused
-    assert ("delete", "digits:v1") in [(a, o) for a, o, _ in audit()]
+    registry.delete("digits", 3)
+    assert publish().version == 4  # not even the newest one's
+    assert [mv.ref for mv in registry.delete("digits", force=True)] == ["digits:v2", "digits:v4"]
+    assert registry.list_models() == [] and not any((aios_home / "tmp").iterdir())
+    deletes = [(o, d["force"]) for a, o, d in audit() if a == "delete"]
+    assert deletes == [("digits:v1", False), ("digits:v3", False), ("digits:v2", True), ("digits:v4", True)]
+    with pytest.raises(NotFound, match="no model named"):
+        registry.delete("digits")
+
+
+def test_killed_publisher_leaves_nothing_visible_and_is_swept(aios_home):
+    code = (
+        "import sys, time, aios_lab.atomic as atomic\n"
+        f"sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+        "from test_registry import publish\n"
+        "def stall(tmp, read_only=False):\n"
+        "    print('WROTE', flush=True); time.sleep(60)\n"
+        "atomic.seal = stall\n"
+        "publish()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env={**os.environ, "AIOS_HOME": str(aios_home)}
+    )
+    try:
+        assert proc.stdout.readline().strip() == "WROTE"  # every file is written, in staging
+        (staged,) = (aios_home / "tmp").iterdir()
+        assert staged.name.startswith("model-digits-") and (staged / "params.safetensors").exists()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    assert registry.list_models() == [] and not (aios_home / "models").exists()
+    assert publish().version == 1 and not any((aios_home / "tmp").iterdir())  # the dead writer's folder is gone
+
+
+def test_nothing_under_aios_home_is_readable_by_others(aios_home):
+    import aios_lab as aios
+
+    old = os.umask(0o022)  # a usual login umask: aios must not rely on the user's
+    try:
+        aios.dataset("iris", "sklearn:iris")
+        publish(alias="production")
+        catalog().audit("probe", "x")  # the catalog is open: its -wal and -shm files exist now
+    finally:
+        os.umask(old)
+    paths = [aios_home, *aios_home.rglob("*")]
+    names = {p.name for p in paths}
+    assert {"catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm", "v1", "params.safetensors"} <= names
+    assert {"zarr.json", "datasets", "models"} <= names
+    shared = [f"{p.relative_to(aios_home)} {oct(p.stat().st_mode & 0o777)}" for p in paths if p.stat().st_mode & 0o077]
+    assert shared == []
 
 
 def test_bad_input_gives_one_line_and_writes_nothing(aios_home):
@@ -236,3 +292,28 @@ def test_a_compressed_language_model_round_trips_with_an_int32_signature():
     assert m.signature["outputs"][0]["shape"] == [-1, 16, 256]
     tokens = rng.integers(0, 256, size=(3, 16)).astype(np.int32)
     np.testing.assert_array_equal(m.predict(tokens), QForward(model.apply, q)(tokens))
+
+
+def test_a_language_model_is_evaluated_and_listed_with_the_common_metric_names():
+    from aios_lab.compress.evaluate import evaluate
+    from aios_lab.train.models import build, resolve
+
+    spec = resolve("gpt", d_model=32, n_layers=1, n_heads=2)
+    model = build(spec, "lm", 256, (16,))
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((2, 16), np.int32))
+    rng = np.random.default_rng(4)
+    params = jax.tree.map(lambda s: (rng.standard_normal(s.shape) * 0.05).astype(s.dtype), shapes)
+    q, info = compress_params(params, "int8")
+    tokens = rng.integers(0, 256, size=(6, 17)).astype(np.int32)
+    rep = evaluate(model.apply, params, q, info, "lm", tokens[:, :-1], tokens[:, 1:], batch=6, repeats=1, split="val")
+    assert rep.metric == "accuracy" and rep.split == "val"
+    for ms in (rep.metrics_before, rep.metrics_after):
+        assert set(ms) == {"loss", "accuracy", "perplexity"} and 0 <= ms["accuracy"] <= 1
+        assert ms["perplexity"] == pytest.approx(np.exp(ms["loss"]))
+    logits = np.asarray(model.apply(params, tokens[:, :-1]))
+    assert rep.metrics_before["accuracy"] == pytest.approx(np.mean(logits.argmax(-1) == tokens[:, 1:]))
+    assert "token_accuracy" not in json.dumps(rep.to_json()) and "perplexity" in str(rep)
+    registry.publish_params("tiny-gpt", spec, q, task="lm", input_shape=(16,), n_outputs=256, metrics=rep.metrics_after)
+    (row,) = run("models tiny-gpt").records()
+    ppl = rep.metrics_after["perplexity"]
+    assert row["metric"] == f"accuracy {rep.metrics_after['accuracy']:.4g}, perplexity {ppl:.4g}"

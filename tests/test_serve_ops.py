@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from test_serve_support import aios_home, binary_body, publish_tiny, running_server, split_binary
+from test_serve_support import aios_home, binary_body, move_alias, publish_tiny, running_server, split_binary
 
 pytestmark = pytest.mark.timeout(int(os.environ.get("AIOS_SOAK_SECONDS", "0")) + 180)
 
@@ -90,7 +90,8 @@ def test_hot_swap_under_load_has_zero_errors(srv, home):
     v1 = predict(1)
     with Load(srv) as load:
         time.sleep(1.0)
-        publish_tiny("tiny", seed=5, alias="production")  # v2, alias moved: the server swaps by itself
+        publish_tiny("tiny", seed=5, alias=None)  # v2
+        move_alias("tiny", "production", 2)  # the alias moved: the server swaps by itself
         v2 = predict(2)
         assert v1 != v2
         deadline = time.monotonic() + 60

@@ -305,6 +305,7 @@ BAD_JSON = {
     "zero rows": (_with(shape=[0, 4], data=[]), 400, "empty"),
     "unknown output": ({**_with(), "outputs": [{"name": "nope"}]}, 400, "unknown output"),
     "missing data": (_with(data=None) | {"inputs": [{k: v for k, v in GOOD.items() if k != "data"}]}, 400, "neither"),
+    "FP32 overflow": (_with(data=[1e300] * 8), 400, "out of range for FP32"),
 }
 
 

@@ -38,6 +38,13 @@ def publish_tiny(
     )
 
 
+def move_alias(model: str, alias: str, version: int) -> None:
+    """Point ``alias`` at ``version`` as a user would: ``production`` is protected and moves only by promote."""
+    from aios_lab import registry
+
+    registry.promote(model, alias, version=version)
+
+
 @contextlib.contextmanager
 def aios_home(path: Path):
     """AIOS_HOME set to ``path`` for the duration (for module-scoped fixtures)."""

@@ -182,3 +182,89 @@ def test_slow_forward_runs_in_a_thread_while_the_next_batch_gathers():
     asyncio.run(main())
     assert sum(seen) >= 40 and len(seen) < 40  # requests that arrived during a forward pass were batched
     assert all(name.startswith("aios-batch") for name in threads)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # the server's filter; pytest resets filters
+@pytest.mark.parametrize(
+    "datatype, value",
+    [("FP32", 1e300), ("FP32", -3.5e38), ("FP16", 70000.0), ("FP16", 65520), ("BF16", 1e39)],
+)
+def test_json_floats_that_overflow_are_refused_like_integers(datatype, value):
+    body = orjson.dumps({"inputs": [{"name": "x", "shape": [1, 3], "datatype": datatype, "data": [1.0, value, 2.0]}]})
+    with pytest.raises(ProtocolError, match=f"out of range for {datatype}") as e:
+        parse_infer(body, None, sig(datatype))
+    assert e.value.status == 400
+
+
+def test_largest_finite_floats_still_pass():
+    for datatype, value in (("FP32", 3.4028235e38), ("FP16", 65504.0), ("BF16", 3.3895314e38), ("FP64", 1e300)):
+        body = orjson.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": datatype, "data": [value]}]})
+        req = parse_infer(body, None, sig(datatype, shape=(-1, 1)))
+        assert np.isfinite(req.inputs[0].astype(np.float64)).all(), datatype
+
+
+def test_row_limit_is_checked_before_the_data():
+    body = orjson.dumps({"inputs": [{"name": "x", "shape": [5, 3], "datatype": "FP32", "data": [0.0]}]})
+    with pytest.raises(ProtocolError, match="at most 4 per request") as e:
+        parse_infer(body, None, sig(), max_rows=4)
+    assert e.value.status == 413
+    with pytest.raises(ProtocolError, match="at most 4"):
+        parse_infer(np.zeros((5, 3), np.float32).tobytes(), "0", sig(), max_rows=4)
+    assert parse_infer(np.zeros((4, 3), np.float32).tobytes(), "0", sig(), max_rows=4).rows == 4
+
+
+def test_batcher_refuses_past_its_queue_limit():
+    from aios_lab.serve.errors import Overloaded
+
+    b = Batcher(lambda x: [x], [((3,), np.dtype(np.float32))], max_batch_size=4, max_queue_rows=6)
+
+    async def main():
+        x = np.zeros((4, 3), np.float32)
+        first = b.submit([x], 4)  # nothing waits: always admitted
+        with pytest.raises(Overloaded, match="queue is full") as e:
+            b.submit([x], 4)  # 4 waiting + 4 > 6
+        second = b.submit([x[:2]], 2)  # 4 + 2 fits
+        assert b.pending_rows() == 6
+        await asyncio.gather(first, second)
+        assert b.pending_rows() == 0
+        return e.value
+
+    exc = asyncio.run(main())
+    assert exc.status == 429 and dict(exc.headers)[b"retry-after"] == b"1"
+
+
+def test_a_request_over_the_largest_bucket_runs_off_the_event_loop():
+    import threading
+
+    names = []
+
+    def forward(x):
+        names.append(threading.current_thread().name)
+        return [x + 1]
+
+    for enabled in (True, False):
+        b = Batcher(forward, [((2,), np.dtype(np.float32))], max_batch_size=4, enabled=enabled)
+        names.clear()
+
+        async def main(b=b):
+            (y,) = await b.submit([np.zeros((10, 2), np.float32)], 10)
+            return y
+
+        np.testing.assert_array_equal(asyncio.run(main()), np.ones((10, 2), np.float32))
+        assert len(names) == 3 and all(n.startswith("aios-batch") for n in names), (enabled, names)
+
+
+def test_settings_are_the_one_source_of_defaults_and_flags():
+    from aios_lab.errors import InvalidInput
+    from aios_lab.serve import ServeSettings
+    from aios_lab.serve.process import parser
+
+    s = ServeSettings(port=8601, models=["a", "b@2"], batching=False, max_rows=10, body_timeout_s=2.5)
+    assert ServeSettings.from_args(parser().parse_args(s.to_argv())) == s
+    assert ServeSettings.from_args(parser().parse_args([])) == ServeSettings()
+    assert s.url == "http://127.0.0.1:8601" and s.max_body_bytes == 64 << 20
+    for bad in ({"port": 0}, {"max_rows": 0}, {"max_batch_size": 2.5}, {"body_timeout_s": "soon"}, {"models": "a"}):
+        with pytest.raises(InvalidInput):
+            ServeSettings(**bad)
+    with pytest.raises(InvalidInput, match="unknown serve option"):
+        ServeSettings().with_options(max_batch=3)

@@ -64,8 +64,9 @@ def test_dp_and_fsdp_train_the_same():
     for mode in ("dp", "fsdp"):
         model, tx, mesh, shardings, state = _state(mode)
         step_fn = steplib.make_train_step(model, tx, "classification", mesh, shardings)
+        sums = steplib.zero_sums(mesh)
         for _ in range(5):
-            state, m = step_fn(state, x, y)
+            state, sums = step_fn(state, sums, x, y)
         out[mode] = jax.tree.map(np.asarray, state["params"])
         assert (
             state["params"]["params"]["Dense_0"]["kernel"].sharding

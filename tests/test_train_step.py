@@ -21,8 +21,8 @@ def _setup(name, task, n_out, x, precision="fp32", optimizer="adamw", n_dev=1, l
 def _run(step_fn, state, x, y, n=15):
     losses = []
     for _ in range(n):
-        state, m = step_fn(state, x, y)
-        losses.append(float(m[0]))
+        state, sums = step_fn(state, steplib.zero_sums(), x, y)  # fresh sums: each holds one step
+        losses.append(float(sums["sum"][0]))
     return state, losses
 
 
@@ -62,7 +62,7 @@ def test_state_is_donated():
     y = np.zeros(8, np.int32)
     *_, state, step_fn = _setup("mlp", "classification", 2, x, width=8)
     old = jax.tree.leaves(state["params"])[0]
-    step_fn(state, x, y)
+    step_fn(state, steplib.zero_sums(), x, y)
     assert old.is_deleted()
 
 

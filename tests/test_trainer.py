@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from aios_lab.errors import AiosError
+from aios_lab import metric_names as mn
+from aios_lab.errors import AiosError, InvalidInput
 from aios_lab.train.arrays import ArrayDataset, ArrayLoader
 from aios_lab.train.checkpoints import Checkpoints, load_params
+from aios_lab.train.config import CHOICES
 from aios_lab.train.trainer import TrainConfig, TrainingDiverged, train
 
 
@@ -46,6 +48,44 @@ def test_config_json_round_trip_and_validation():
         _cfg(shard="tp").validate()
 
 
+def test_defaults_live_in_train_config_and_follow_the_run_length():
+    assert {k: TrainConfig.defaults()[k] for k in ("steps", "weight_decay", "clip")} == {
+        "steps": 500,
+        "weight_decay": 1e-4,
+        "clip": 1.0,
+    }
+    cfg = TrainConfig.for_job(steps=1000, lr=None)  # None keeps the default
+    assert (cfg.checkpoint_every, cfg.eval_every, cfg.warmup, cfg.lr) == (100, 100, 100, 1e-3)
+    short = TrainConfig.for_job(steps=40)
+    assert (short.checkpoint_every, short.eval_every, short.warmup) == (10, 10, 4)
+    assert TrainConfig.for_job(checkpoint_every=7).checkpoint_every == 7
+    assert TrainConfig.for_job(clip=None).clip == 0.0  # None or 0: no clipping
+    assert TrainConfig.for_job(steps=1e4).steps == 10_000 and isinstance(TrainConfig.for_job(steps=1e4).steps, int)
+    assert CHOICES["optimizer"] == ("adamw", "adam", "sgd") and CHOICES["shard"] == ("dp", "fsdp")
+
+
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (dict(steps=1e20), r"^--steps must be a whole number from 1 to 1,000,000,000, not 1e\+20$"),
+        (dict(steps=2.5), "--steps must be a whole number"),
+        (dict(steps="many"), "--steps must be a whole number"),
+        (dict(batch=True), "--batch must be a whole number"),
+        (dict(lr=float("nan")), "--lr must be a number above 0"),
+        (dict(lr=1e39), "--lr must be a number above 0"),
+        (dict(weight_decay=-1.0), "--weight-decay must be a number from 0"),
+        (dict(clip=float("inf")), "--clip must be a number"),
+        (dict(seed=2**40), "--seed must be a whole number from 0 to 4,294,967,295"),
+        (dict(checkpoint_every=0), "--checkpoint-every must be a whole number from 1"),
+        (dict(n_devices=8, batch=60), "not divisible by the 8"),
+        (dict(precision="fp8"), "--precision must be one of fp32, bf16"),
+    ],
+)
+def test_numbers_that_reach_jax_are_bounded(flags, match):
+    with pytest.raises(InvalidInput, match=match):
+        TrainConfig.for_job(**flags)
+
+
 def test_batches_are_a_function_of_seed_and_step(digits):
     a = ArrayLoader(digits, "train", 64, seed=3)
     b = ArrayLoader(digits, "train", 64, seed=3, start_step=30)
@@ -65,7 +105,10 @@ def test_trains_and_reports_metrics(digits, tmp_path):
     )
     train_rows = [r for r in rows if "split" not in r]
     evals = [r for r in rows if r.get("split") == "val"]
-    assert {"step", "time", "loss", "accuracy", "examples_per_s", "step_time"} <= set(train_rows[0])
+    names = {mn.STEP, mn.TIME, mn.LOSS, mn.ACCURACY, mn.EXAMPLES_PER_S, mn.STEP_TIME, mn.INPUT_WAIT}
+    assert all(set(r) == names for r in train_rows)
+    assert all(0 <= r[mn.INPUT_WAIT] <= 1 for r in train_rows)
+    assert all(set(r) == {mn.STEP, mn.TIME, mn.SPLIT, mn.LOSS, mn.ACCURACY} for r in evals)
     assert [r["step"] for r in evals] == [60, 120]
     assert evals[-1]["accuracy"] > 0.9 and train_rows[-1]["loss"] < train_rows[0]["loss"]
     assert out["step"] == 120 and not out["stopped"] and out["latest_checkpoint"] == 120
@@ -86,6 +129,33 @@ def test_stop_and_resume_is_bitwise_exact(digits, tmp_path, shard):
         np.testing.assert_array_equal(x, y)
     again = train(cfg, None, None, tmp_path / "split", dataset=digits)  # already done: nothing to do
     assert again["step"] == 30
+
+
+def test_regression_rows_and_best_checkpoint_use_the_shared_metric_names(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 4)).astype(np.float32)
+    y = x @ np.array([1.0, -2.0, 0.5, 0.0], np.float32)
+    ds = ArrayDataset({"train": (x[:192], y[:192]), "val": (x[192:], y[192:])}, task="regression")
+    rows = []
+    out = train(_cfg(steps=30, eval_every=10, log_interval_s=0), rows.append, None, tmp_path / "ck", dataset=ds)
+    evals = [r for r in rows if r.get(mn.SPLIT) == "val"]
+    assert [r[mn.STEP] for r in evals] == [10, 20, 30] and all(r[mn.MSE] == r[mn.LOSS] for r in evals)
+    assert all(mn.ACCURACY not in r for r in rows)
+    best = min(evals, key=lambda r: r[mn.MSE])[mn.STEP]
+    assert out["best_checkpoint"] == best  # ranked by mse, lower is better
+
+
+def test_checkpoints_saved_while_training_equal_ones_saved_at_a_stop(digits, tmp_path):
+    cfg = _cfg(steps=30)  # checkpoints at 10 and 20 are saved from a copy while the loop runs on
+    train(cfg, None, None, tmp_path / "run", dataset=digits)
+    calls = iter(range(1000))
+    stopped = train(cfg, None, lambda: next(calls) >= 19, tmp_path / "stop", dataset=digits)  # saved in place
+    assert stopped["stopped"] and stopped["latest_checkpoint"] == 20
+    with Checkpoints(tmp_path / "run", read_only=True) as ck:
+        assert ck.steps() == [10, 20, 30]
+    a, b = load_params(tmp_path / "run", 20), load_params(tmp_path / "stop", 20)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_nan_loss_fails_clearly_and_keeps_last_good_checkpoint(digits, tmp_path):

@@ -97,10 +97,37 @@ VERSIONED = ("datasets", "model_defs", "models")
 
 
 def next_version(db: sqlite3.Connection, table: str, name: str) -> int:
-    """The next version number of ``name`` in ``table``; call it inside the transaction that inserts it."""
+    """The next version number of ``name`` in ``table``; call it inside the transaction that inserts it.
+
+    Numbers of deleted versions are never given out again, so ``NAME@3`` always means the same thing.
+    """
     if table not in VERSIONED:
         raise ValueError(f"{table!r} holds no versions")
-    return int(db.execute(f"SELECT COALESCE(MAX(version), 0) + 1 FROM {table} WHERE name=?", (name,)).fetchone()[0])
+    return 1 + int(
+        db.execute(
+            f"SELECT MAX(COALESCE((SELECT MAX(version) FROM {table} WHERE name=?), 0), "
+            "COALESCE((SELECT MAX(version) FROM deleted_versions WHERE kind=? AND name=?), 0))",
+            (name, table, name),
+        ).fetchone()[0]
+    )
+
+
+def retire(db: sqlite3.Connection, table: str, name: str, version: int, hash: str | None = None) -> None:
+    """Record that ``name`` version ``version`` of ``table`` was deleted (inside the deleting transaction)."""
+    if table not in VERSIONED:
+        raise ValueError(f"{table!r} holds no versions")
+    db.execute(
+        "INSERT OR REPLACE INTO deleted_versions (kind, name, version, hash, deleted) VALUES (?,?,?,?,?)",
+        (table, name, int(version), hash, time.time()),
+    )
+
+
+def deleted_version(table: str, name: str, version: int) -> dict[str, Any] | None:
+    """The record of a deleted version, or None (to tell "deleted" from "never existed")."""
+    r = catalog().one(
+        "SELECT * FROM deleted_versions WHERE kind=? AND name=? AND version=?", (table, name, int(version))
+    )
+    return dict(r) if r else None
 
 
 def user() -> str:

@@ -52,4 +52,57 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN info TEXT;
     """,
+    # 4: versions that were deleted (datasets, models): their numbers are never given out again.
+    """
+    CREATE TABLE deleted_versions (
+        kind TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL, hash TEXT, deleted REAL NOT NULL,
+        PRIMARY KEY (kind, name, version));
+    """,
+    # 5: serving: what an endpoint publishes for readers (status JSON, refreshed by the server), and
+    # tokens that can be listed, expire and be revoked (a short public id that is not the hash).
+    """
+    ALTER TABLE endpoints ADD COLUMN status TEXT;
+    ALTER TABLE tokens ADD COLUMN id TEXT;
+    ALTER TABLE tokens ADD COLUMN last_used REAL;
+    ALTER TABLE tokens ADD COLUMN expires REAL;
+    ALTER TABLE tokens ADD COLUMN revoked REAL;
+    UPDATE tokens SET id = lower(hex(randomblob(4))) WHERE id IS NULL;
+    CREATE UNIQUE INDEX tokens_id ON tokens (id);
+    """,
+    # 6: what kind of endpoint a row is: a local server process, or a Ray Serve deployment (its driver's pid).
+    """
+    ALTER TABLE endpoints ADD COLUMN kind TEXT NOT NULL DEFAULT 'local';
+    """,
+    # 7: release gates: every move of an alias (so rollback knows where it was), aliases that only promote
+    # and rollback may move, and the evaluations promote ran (versions are immutable on disk).
+    """
+    CREATE TABLE alias_history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER,
+        previous INTEGER, action TEXT NOT NULL, time REAL NOT NULL, user TEXT NOT NULL);
+    CREATE INDEX alias_history_model ON alias_history (model, alias, id);
+    CREATE TABLE protected_aliases (
+        model TEXT NOT NULL, alias TEXT NOT NULL, time REAL NOT NULL, user TEXT NOT NULL,
+        PRIMARY KEY (model, alias));
+    CREATE TABLE evaluations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, version INTEGER NOT NULL,
+        dataset TEXT, dataset_version INTEGER, split TEXT, metrics TEXT NOT NULL, conditions TEXT NOT NULL,
+        passed INTEGER NOT NULL, decision TEXT NOT NULL, alias TEXT, time REAL NOT NULL, user TEXT NOT NULL);
+    CREATE INDEX evaluations_model ON evaluations (model, version, id);
+    """,
+    # 8: sweeps (their driver process and settings) and their trials, each an ordinary job.
+    """
+    CREATE TABLE sweeps (
+        name TEXT PRIMARY KEY, state TEXT NOT NULL, config TEXT NOT NULL, pid INTEGER,
+        cancel_requested INTEGER NOT NULL DEFAULT 0, error TEXT,
+        created REAL NOT NULL, ended REAL, updated REAL NOT NULL);
+    CREATE TABLE sweep_trials (
+        sweep TEXT NOT NULL, number INTEGER NOT NULL, job TEXT NOT NULL, params TEXT NOT NULL,
+        state TEXT NOT NULL, value REAL, step INTEGER, error TEXT, updated REAL NOT NULL,
+        PRIMARY KEY (sweep, number));
+    CREATE UNIQUE INDEX sweep_trials_job ON sweep_trials (job);
+    """,
+    # 9: tokens scoped to models (a JSON list of model names; NULL: every model).
+    """
+    ALTER TABLE tokens ADD COLUMN models TEXT;
+    """,
 ]

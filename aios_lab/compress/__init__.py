@@ -4,15 +4,15 @@ forward that keeps them compressed, and a side-by-side evaluation of the accurac
 >>> rep = aios.compress("digits-mlp", "int8")       # or %aios compress digits-mlp --method int8
 """
 
-from .api import compress, load_variant, variants
+from .api import compress, variant, variants
 from .evaluate import Report
 from .qmodel import QForward
 from .quant import Method, QTensor, compress_params, dequantize_params, parse_method
 
 __all__ = [
     "compress",
+    "variant",
     "variants",
-    "load_variant",
     "Report",
     "QForward",
     "Method",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -10,31 +11,58 @@ from typing import Any
 import jax
 import numpy as np
 
+from .. import metric_names as mn
 from ..render import Table, nbytes as fmt_bytes
 from .qmodel import QForward
 from .quant import parse_method
 
 
-def metric_name(task: str) -> str:
-    return {"classification": "accuracy", "lm": "token_accuracy"}.get(task, "mse")
+def scores(task: str, out: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """The evaluation metrics of ``task`` (``metric_names.eval_metrics``) over one batch, as the trainer counts
+    them: loss and accuracy (classification, next-token lm over the learned tokens) or loss and mse."""
+    return from_sums(task, sums(task, out, y), perplexity=False)
 
 
-def score(task: str, out: np.ndarray, y: np.ndarray) -> float:
-    """accuracy (classification), next-token accuracy (lm) or mean squared error (regression)."""
-    if task in ("classification", "lm"):
-        return float(np.mean(np.argmax(out, axis=-1) == np.asarray(y).reshape(out.shape[:-1])))
-    return float(np.mean((out.reshape(len(out), -1) - np.asarray(y, np.float64).reshape(len(out), -1)) ** 2))
+def sums(task: str, out: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``[loss sum, correct, count]`` over one batch (count: examples, or a language model's learned tokens)."""
+    return np.asarray([np.sum(np.asarray(a, np.float64)) for a in _token_sums_jit()(task, out, y)])
 
 
-def time_pair(fwds: list[QForward], xb: np.ndarray, repeats: int = 30, min_time: float = 0.2) -> list[float]:
+def from_sums(task: str, totals: np.ndarray, perplexity: bool = True) -> dict[str, float]:
+    """The metrics of ``task`` from added-up :func:`sums` (perplexity too for a language model)."""
+    loss = float(totals[0] / max(totals[2], 1))
+    out = {mn.LOSS: loss}
+    if task == "regression":
+        out[mn.MSE] = loss
+    else:
+        out[mn.ACCURACY] = float(totals[1] / max(totals[2], 1))
+    if task == "lm" and perplexity:
+        out[mn.PERPLEXITY] = mn.perplexity(loss)
+    return out
+
+
+@functools.cache
+def _token_sums_jit() -> Callable:
+    from ..train.step import token_sums  # the trainer's own definition of loss and correctness
+
+    return jax.jit(token_sums, static_argnums=0)
+
+
+def time_pair(
+    fwds: list[QForward], xb: np.ndarray, repeats: int = 30, min_time: float = 0.2, max_time: float = 3.0
+) -> list[float]:
     """Median seconds per forward of each of ``fwds`` on ``xb``, timed in alternation so that a busy machine
-    slows them alike (warm-up first; at least ``repeats`` rounds and ``min_time`` seconds)."""
+    slows them alike (warm-up first; ``repeats`` rounds and at least ``min_time`` seconds, but no more rounds
+    than fit in ``max_time`` once 3 are done: a language model's forward can take seconds on a CPU)."""
     xd = jax.device_put(xb)
     for f in fwds:
         jax.block_until_ready(f.device(xd))
     times: list[list[float]] = [[] for _ in fwds]
     start = time.perf_counter()
-    while len(times[0]) < repeats or (time.perf_counter() - start < min_time and len(times[0]) < 10 * repeats):
+    while True:
+        n, spent = len(times[0]), time.perf_counter() - start
+        if not ((n < repeats and (n < 3 or spent < max_time)) or (spent < min_time and n < 10 * repeats)):
+            break
         for f, ts in zip(fwds, times):
             t0 = time.perf_counter()
             jax.block_until_ready(f.device(xd))
@@ -54,8 +82,11 @@ class Report:
     bytes_after: int
     weight_bytes_before: int
     weight_bytes_after: int
-    metric_before: float | None = None
+    metric_before: float | None = None  # the headline metric (``metric``) of the original and the variant
     metric_after: float | None = None
+    metrics_before: dict[str, float] = field(default_factory=dict)  # every metric of ``eval_metrics(task)``
+    metrics_after: dict[str, float] = field(default_factory=dict)
+    split: str | None = None  # the split evaluated on, e.g. "val"
     max_abs_logit_diff: float | None = None
     forward_s_before: float | None = None
     forward_s_after: float | None = None
@@ -94,8 +125,6 @@ class Report:
         return d
 
     def table(self) -> Table:
-        pts = self.metric in ("accuracy", "token_accuracy")
-        delta = self.delta
         rows: list[list[Any]] = [
             [
                 "bytes (all parameters)",
@@ -110,15 +139,12 @@ class Report:
                 f"{self.weight_ratio:.2f}x smaller",
             ],
         ]
-        if self.metric_before is not None:
-            rows.append(
-                [
-                    self.metric,
-                    f"{self.metric_before:.4f}",
-                    f"{self.metric_after:.4f}",
-                    f"{100 * delta:+.2f} pts" if pts else f"{delta:+.4g}",
-                ]
-            )
+        for name in (self.metric, *(k for k in self.metrics_after if k != self.metric)):
+            before, after = self.metrics_before.get(name), self.metrics_after.get(name)
+            if before is None or after is None:
+                continue
+            change = f"{100 * (after - before):+.2f} pts" if name == mn.ACCURACY else f"{after - before:+.4g}"
+            rows.append([mn.LABELS.get(name, name), f"{before:.4f}", f"{after:.4f}", change])
         if self.max_abs_logit_diff is not None:
             rows.append(["max |logit difference|", "-", f"{self.max_abs_logit_diff:.4g}", ""])
         if self.forward_s_before is not None:
@@ -157,6 +183,7 @@ def evaluate(
     batch: int = 256,
     repeats: int = 30,
     eval_name: str | None = None,
+    split: str | None = None,
 ) -> Report:
     """Compare ``params`` with ``qparams`` (from ``compress_params``; ``info`` its second result) on ``(x, y)``.
 
@@ -168,27 +195,28 @@ def evaluate(
         method=m.name,
         variant=m.variant,
         task=task,
-        metric=metric_name(task),
+        metric=mn.quality(task),
         bytes_before=info["bytes_before"],
         bytes_after=info["bytes_after"],
         weight_bytes_before=info["weight_bytes_before"],
         weight_bytes_after=info["weight_bytes_after"],
         kept_float=list(info.get("kept_float", [])),
         eval=eval_name,
+        split=split,
     )
     if x is None or len(x) == 0:
         return rep
     ref, var = QForward(apply, params), QForward(apply, qparams)
-    sums, count, diff = [0.0, 0.0], 0, 0.0
+    totals = [np.zeros(3), np.zeros(3)]
+    diff = 0.0
     for i in range(0, len(x), batch):  # batch by batch: an lm's logits for a whole split would not fit
         xb_, yb = x[i : i + batch], y[i : i + batch]
         a, b = ref(xb_), var(xb_)
-        n = int(np.prod(a.shape[:-1])) if task in ("classification", "lm") else len(a)
-        sums[0] += score(task, a, yb) * n
-        sums[1] += score(task, b, yb) * n
-        count += n
+        for total, out in zip(totals, (a, b)):
+            total += sums(task, out, yb)
         diff = max(diff, float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))))
-    rep.metric_before, rep.metric_after = sums[0] / count, sums[1] / count
+    rep.metrics_before, rep.metrics_after = (from_sums(task, t) for t in totals)
+    rep.metric_before, rep.metric_after = rep.metrics_before[rep.metric], rep.metrics_after[rep.metric]
     rep.max_abs_logit_diff = diff
     xb = x[:batch]
     if len(xb) < batch:  # time a full batch even on a small split
@@ -198,4 +226,4 @@ def evaluate(
     return rep
 
 
-__all__ = ["Report", "evaluate", "score", "metric_name", "time_pair"]
+__all__ = ["Report", "evaluate", "scores", "sums", "from_sums", "time_pair"]

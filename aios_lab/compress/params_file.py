@@ -142,6 +142,8 @@ def tensors_to_tree(tensors: dict[str, np.ndarray], layout: dict[str, Any]) -> A
                 m["dtype"],
                 m["kind"],
                 m["group"],
+                m.get("stack", 0),
+                m.get("axis", -1),
             )
         return tensors[node]
 

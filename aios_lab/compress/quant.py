@@ -10,9 +10,12 @@ Methods (combine with ``+``; pruning is applied first):
   plus the packed surviving values, so the saving is real on disk and in memory.
 
 Only floating-point tensors with two or more axes (dense and conv kernels, embeddings) are compressed;
-biases and normalisation parameters (one axis) stay as they are. Scales are float16 when every scale
-fits float16's normal range, float32 otherwise. A tensor that cannot be compressed (not floating
-point, or holding NaN/inf) stays in float and is named in ``info["kept_float"]``.
+biases and normalisation parameters (one axis) stay as they are. A *layout* (``compress_params(...,
+layout=fn)``) can say that a tensor's leading axes stack independent tensors (a language model's layers
+``[L, in, out]``: scales, int4 groups and pruning thresholds then go per slice, and a stacked norm
+``[L, D]`` counts as one axis) and which axis holds the output channels (an embedding's rows). Scales are
+float16 when every scale fits float16's normal range, float32 otherwise. A tensor that cannot be compressed
+(not floating point, or holding NaN/inf) stays in float and is named in ``info["kept_float"]``.
 
 A compressed tensor is a :class:`QTensor`, a JAX pytree node whose leaves stay int8/uint8/bf16, so a
 jitted function can take it as an argument and dequantise inside the trace (see ``qmodel``).
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +34,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
-from ..errors import AiosError
+from ..errors import InvalidInput
 
 GROUPS = (32, 64, 128, 256)
 DEFAULT_GROUP = 64
@@ -70,36 +74,36 @@ class Method:
 
 
 def parse_method(method: str | Method) -> Method:
-    """``"prune:0.5+int8"`` -> Method(quant="int8", prune=0.5); a one-line AiosError for anything else."""
+    """``"prune:0.5+int8"`` -> Method(quant="int8", prune=0.5); a one-line InvalidInput for anything else."""
     if isinstance(method, Method):
         return method
     if not isinstance(method, str) or not method.strip():
-        raise AiosError(f"no compression method given; use {METHOD_HELP}")
+        raise InvalidInput(f"no compression method given; use {METHOD_HELP}")
     quant, prune, group = None, None, DEFAULT_GROUP
     for part in method.strip().lower().split("+"):
         part = part.strip()
         m = re.fullmatch(r"(int8|bf16|int4(?::(\d+))?|prune(?::(.*))?)", part)
         if not m:
-            raise AiosError(f"unknown compression method {part!r}; use {METHOD_HELP}")
+            raise InvalidInput(f"unknown compression method {part!r}; use {METHOD_HELP}")
         if part.startswith("prune"):
             if prune is not None:
-                raise AiosError(f"method {method!r} prunes twice; give prune:F once")
+                raise InvalidInput(f"method {method!r} prunes twice; give prune:F once")
             try:
                 prune = float(m.group(3)) if m.group(3) else math.nan
             except ValueError:
                 prune = math.nan
             if not 0.0 < prune < 1.0:
-                raise AiosError(
+                raise InvalidInput(
                     f"pruning fraction in {part!r} must be a number strictly between 0 and 1, e.g. prune:0.5"
                 )
             continue
         if quant is not None:
-            raise AiosError(f"method {method!r} names two quantisers ({quant}, {part}); pick one")
+            raise InvalidInput(f"method {method!r} names two quantisers ({quant}, {part}); pick one")
         quant = part.split(":")[0]
         if m.group(2):
             group = int(m.group(2))
             if group not in GROUPS:
-                raise AiosError(f"int4 group size {group}: use one of {', '.join(map(str, GROUPS))}")
+                raise InvalidInput(f"int4 group size {group}: use one of {', '.join(map(str, GROUPS))}")
     return Method(quant, prune, group)
 
 
@@ -108,18 +112,23 @@ def parse_method(method: str | Method) -> Method:
 class QTensor:
     """A compressed weight: stored values (+ scales, + a bitmask when pruned) and how to expand them.
 
+    The tensor is seen as ``[S, R, C]``: S the product of its ``stack`` leading axes (independent tensors,
+    e.g. stacked layers; 1 when there are none), C its channel ``axis`` (moved last), R the rest. Values are
+    kept in that order (the tensor's own layout when the channel axis is the last one).
     ``data``: int8 (int8), uint8 packed pairs (int4), bfloat16 (bf16) or the original float (prune only);
-    dense tensors keep their layout (int4: flat), pruned ones hold only the kept values, flat.
-    ``scale``: float16/float32, ``[C]`` (int8) or ``[ceil(R/G), C]`` (int4) for the tensor seen as
-    ``[R, C]`` with C the last axis. ``mask``: ``np.packbits`` of the flat keep-mask, or None.
+    dense tensors keep their shape (int4: flat), pruned ones hold only the kept values, flat.
+    ``scale``: float16/float32, ``[*stack, C]`` (int8) or ``[*stack, ceil(R/G), C]`` (int4).
+    ``mask``: ``np.packbits`` of the flat keep-mask, or None.
     """
 
-    def __init__(self, data, scale, mask, shape, dtype, kind, group):
+    def __init__(self, data, scale, mask, shape, dtype, kind, group, stack=0, axis=-1):
         self.data, self.scale, self.mask = data, scale, mask
         self.shape, self.dtype, self.kind, self.group = tuple(shape), str(dtype), kind, int(group)
+        self.stack, self.axis = int(stack), int(axis)
 
     def tree_flatten(self):
-        return (self.data, self.scale, self.mask), (self.shape, self.dtype, self.kind, self.group)
+        aux = (self.shape, self.dtype, self.kind, self.group, self.stack, self.axis)
+        return (self.data, self.scale, self.mask), aux
 
     @classmethod
     def tree_unflatten(cls, aux, children):
@@ -138,18 +147,21 @@ class QTensor:
         return int(np.prod(self.shape))
 
     def meta(self) -> dict[str, Any]:
-        return {
+        meta = {
             "shape": list(self.shape),
             "dtype": self.dtype,
             "kind": self.kind,
             "group": self.group,
             "pruned": self.mask is not None,
         }
+        if self.stack or self.axis % len(self.shape) != len(self.shape) - 1:  # only where not the default
+            meta.update(stack=self.stack, axis=self.axis)
+        return meta
 
     def dequantize(self, xp: Any = jnp) -> Any:
         """The dense tensor. With ``xp=jnp`` this traces into the caller's jit (nothing expands before)."""
-        n, c = self.size, self.shape[-1]
-        r = n // c
+        s, r, c, moved, axis = _slices(self.shape, self.stack, self.axis)
+        n = self.size
         vals = self.data.reshape(-1)
         if self.kind == "int4":
             vals = unpack_int4(vals, xp)
@@ -159,12 +171,15 @@ class QTensor:
             dense = xp.where(keep, vals[idx], xp.zeros((), vals.dtype))
         else:
             dense = vals[:n]
-        dense = dense.reshape(r, c).astype(xp.float32)
+        dense = dense.reshape(s, r, c).astype(xp.float32)
         if self.kind == "int8":
-            dense = dense * self.scale.astype(xp.float32)[None, :]
+            dense = dense * self.scale.astype(xp.float32).reshape(s, 1, c)
         elif self.kind == "int4":
-            dense = dense * xp.repeat(self.scale.astype(xp.float32), self.group, axis=0)[:r]
-        return dense.reshape(self.shape).astype(self.dtype)
+            dense = dense * xp.repeat(self.scale.astype(xp.float32).reshape(s, -1, c), self.group, axis=1)[:, :r]
+        dense = dense.reshape(moved)
+        if axis != len(self.shape) - 1:
+            dense = xp.moveaxis(dense, -1, axis)
+        return dense.astype(self.dtype)
 
     def __repr__(self) -> str:
         try:
@@ -176,6 +191,22 @@ class QTensor:
 
 def is_q(x: Any) -> bool:
     return isinstance(x, QTensor)
+
+
+def _slices(shape: tuple, stack: int, axis: int) -> tuple[int, int, int, tuple, int]:
+    """``(S, R, C, moved shape, channel axis)`` of a tensor seen as ``[S, R, C]`` (see :class:`QTensor`)."""
+    axis = axis % len(shape)
+    if not 0 <= stack <= axis:
+        raise ValueError(f"the channel axis {axis} of a tensor shaped {shape} lies among its {stack} stacked axes")
+    moved = tuple(d for i, d in enumerate(shape) if i != axis) + (shape[axis],)
+    s, c = int(np.prod(shape[:stack], dtype=np.int64)), int(shape[axis])
+    return s, int(np.prod(shape, dtype=np.int64)) // max(1, s * c), c, moved, axis
+
+
+def _as_slices(w: np.ndarray, stack: int, axis: int) -> np.ndarray:
+    """``w`` as float64 ``[S, R, C]`` (channel axis last)."""
+    s, r, c, _, axis = _slices(np.shape(w), stack, axis)
+    return np.moveaxis(np.asarray(w, np.float64), axis, -1).reshape(s, r, c)
 
 
 def unpack_int4(packed: Any, xp: Any = jnp) -> Any:
@@ -210,73 +241,96 @@ def _stored_scale(amax: np.ndarray, qmax: int) -> np.ndarray:
     return scale.astype(_scale_dtype(scale))
 
 
-def prune_mask(w: np.ndarray, fraction: float) -> np.ndarray:
-    """Keep-mask zeroing the ``round(fraction * n)`` smallest magnitudes (ties: the earlier index goes)."""
-    flat = np.abs(np.asarray(w, np.float64)).reshape(-1)
-    k = min(int(round(fraction * flat.size)), flat.size - 1)
-    keep = np.ones(flat.size, bool)
-    keep[np.argsort(flat, kind="stable")[:k]] = False
-    return keep.reshape(np.shape(w))
+def prune_mask(w: np.ndarray, fraction: float, stack: int = 0) -> np.ndarray:
+    """Keep-mask zeroing the ``round(fraction * n)`` smallest magnitudes of each of the ``stack`` leading
+    axes' slices (the whole tensor when ``stack`` is 0; ties: the earlier index goes)."""
+    shape = np.shape(w)
+    s = int(np.prod(shape[:stack], dtype=np.int64))
+    flat = np.abs(np.asarray(w, np.float64)).reshape(s, -1)
+    k = min(int(round(fraction * flat.shape[1])), flat.shape[1] - 1)
+    keep = np.ones(flat.shape, bool)
+    np.put_along_axis(keep, np.argsort(flat, axis=1, kind="stable")[:, :k], False, axis=1)
+    return keep.reshape(shape)
 
 
-def quantize_int8(w: np.ndarray, keep: np.ndarray | None = None) -> QTensor:
-    """Symmetric per-output-channel int8 of ``w`` (pruned entries, if ``keep`` is given, dropped)."""
-    w64 = np.asarray(w, np.float64)
-    w2 = w64.reshape(-1, w64.shape[-1])
-    if keep is not None:
-        w2 = np.where(keep.reshape(w2.shape), w2, 0.0)
-    scale = _stored_scale(np.abs(w2).max(axis=0), 127)
-    q = np.clip(np.rint(w2 / scale.astype(np.float64)[None, :]), -127, 127).astype(np.int8)
+def _kept(q: np.ndarray, keep: np.ndarray | None, stack: int, axis: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Values in slice order (flat, only the kept ones when pruned) and the packed keep-mask."""
     if keep is None:
-        return QTensor(q.reshape(w64.shape), scale, None, w64.shape, np.asarray(w).dtype, "int8", 0)
-    flat_keep = keep.reshape(-1)
-    return QTensor(q.reshape(-1)[flat_keep], scale, np.packbits(flat_keep), w64.shape, np.asarray(w).dtype, "int8", 0)
+        return q.reshape(-1), None
+    flat_keep = _as_slices(keep, stack, axis).reshape(-1) > 0
+    return q.reshape(-1)[flat_keep], np.packbits(flat_keep)
 
 
-def quantize_int4(w: np.ndarray, group: int = DEFAULT_GROUP, keep: np.ndarray | None = None) -> QTensor:
-    """Symmetric int4, one scale per ``group`` rows of the fan-in per output channel, packed two per byte."""
-    w64 = np.asarray(w, np.float64)
-    w2 = w64.reshape(-1, w64.shape[-1])
+def _scale_shape(shape: tuple, stack: int, tail: tuple) -> tuple:
+    return (*shape[:stack], *tail)
+
+
+def quantize_int8(w: np.ndarray, keep: np.ndarray | None = None, stack: int = 0, axis: int = -1) -> QTensor:
+    """Symmetric per-output-channel int8 of ``w``, per slice of its ``stack`` leading axes (pruned entries,
+    if ``keep`` is given, dropped)."""
+    shape = np.shape(w)
+    _, _, c, moved, _ = _slices(shape, stack, axis)
+    w3 = _as_slices(w, stack, axis)
     if keep is not None:
-        w2 = np.where(keep.reshape(w2.shape), w2, 0.0)
-    r, c = w2.shape
+        w3 = np.where(_as_slices(keep, stack, axis) > 0, w3, 0.0)
+    scale = _stored_scale(np.abs(w3).max(axis=1), 127)
+    q = np.clip(np.rint(w3 / scale.astype(np.float64)[:, None, :]), -127, 127).astype(np.int8)
+    scale = scale.reshape(_scale_shape(shape, stack, (c,)))
+    if keep is None:
+        return QTensor(q.reshape(moved), scale, None, shape, np.asarray(w).dtype, "int8", 0, stack, axis)
+    vals, mask = _kept(q, keep, stack, axis)
+    return QTensor(vals, scale, mask, shape, np.asarray(w).dtype, "int8", 0, stack, axis)
+
+
+def quantize_int4(
+    w: np.ndarray, group: int = DEFAULT_GROUP, keep: np.ndarray | None = None, stack: int = 0, axis: int = -1
+) -> QTensor:
+    """Symmetric int4, one scale per ``group`` rows of the fan-in per output channel (within each slice of
+    the ``stack`` leading axes), packed two per byte."""
+    shape = np.shape(w)
+    w3 = _as_slices(w, stack, axis)
+    if keep is not None:
+        w3 = np.where(_as_slices(keep, stack, axis) > 0, w3, 0.0)
+    s, r, c = w3.shape
     n_groups = -(-r // group)
-    padded = np.zeros((n_groups * group, c))
-    padded[:r] = np.abs(w2)
-    scale = _stored_scale(padded.reshape(n_groups, group, c).max(axis=1), 7)
-    per_row = np.repeat(scale.astype(np.float64), group, axis=0)[:r]
-    q = np.clip(np.rint(w2 / per_row), -7, 7).astype(np.int8)
-    flat_keep = None if keep is None else keep.reshape(-1)
-    vals = q.reshape(-1) if keep is None else q.reshape(-1)[flat_keep]
-    mask = None if keep is None else np.packbits(flat_keep)
-    return QTensor(pack_int4(vals), scale, mask, w64.shape, np.asarray(w).dtype, "int4", group)
+    padded = np.zeros((s, n_groups * group, c))
+    padded[:, :r] = np.abs(w3)
+    scale = _stored_scale(padded.reshape(s, n_groups, group, c).max(axis=2), 7)
+    per_row = np.repeat(scale.astype(np.float64), group, axis=1)[:, :r]
+    q = np.clip(np.rint(w3 / per_row), -7, 7).astype(np.int8)
+    vals, mask = _kept(q, keep, stack, axis)
+    scale = scale.reshape(_scale_shape(shape, stack, (n_groups, c)))
+    return QTensor(pack_int4(vals), scale, mask, shape, np.asarray(w).dtype, "int4", group, stack, axis)
 
 
-def cast_bf16(w: np.ndarray, keep: np.ndarray | None = None) -> QTensor:
+def cast_bf16(w: np.ndarray, keep: np.ndarray | None = None, stack: int = 0, axis: int = -1) -> QTensor:
     """Round-to-nearest-even bfloat16 copy of ``w``."""
     w = np.asarray(w)
-    b = w.astype(ml_dtypes.bfloat16)
+    _, _, _, moved, ax = _slices(w.shape, stack, axis)
+    b = np.moveaxis(w, ax, -1).astype(ml_dtypes.bfloat16)
     if keep is None:
-        return QTensor(b, None, None, w.shape, w.dtype, "bf16", 0)
-    flat_keep = keep.reshape(-1)
-    return QTensor(b.reshape(-1)[flat_keep], None, np.packbits(flat_keep), w.shape, w.dtype, "bf16", 0)
+        return QTensor(b.reshape(moved), None, None, w.shape, w.dtype, "bf16", 0, stack, axis)
+    vals, mask = _kept(b, keep, stack, axis)
+    return QTensor(vals, None, mask, w.shape, w.dtype, "bf16", 0, stack, axis)
 
 
-def prune_only(w: np.ndarray, keep: np.ndarray) -> QTensor:
+def prune_only(w: np.ndarray, keep: np.ndarray, stack: int = 0, axis: int = -1) -> QTensor:
     w = np.asarray(w)
-    flat_keep = keep.reshape(-1)
-    return QTensor(w.reshape(-1)[flat_keep].copy(), None, np.packbits(flat_keep), w.shape, w.dtype, "float", 0)
+    _, _, _, _, ax = _slices(w.shape, stack, axis)
+    vals, mask = _kept(np.moveaxis(w, ax, -1), keep, stack, axis)
+    return QTensor(vals.copy(), None, mask, w.shape, w.dtype, "float", 0, stack, axis)
 
 
-def compress_tensor(w: np.ndarray, method: Method) -> QTensor:
-    keep = prune_mask(w, method.prune) if method.prune is not None else None
+def compress_tensor(w: np.ndarray, method: Method, stack: int = 0, axis: int = -1) -> QTensor:
+    """``w`` compressed by ``method``; ``stack`` leading axes hold independent tensors, ``axis`` the channels."""
+    keep = prune_mask(w, method.prune, stack) if method.prune is not None else None
     if method.quant == "int8":
-        return quantize_int8(w, keep)
+        return quantize_int8(w, keep, stack, axis)
     if method.quant == "int4":
-        return quantize_int4(w, method.group, keep)
+        return quantize_int4(w, method.group, keep, stack, axis)
     if method.quant == "bf16":
-        return cast_bf16(w, keep)
-    return prune_only(w, keep)
+        return cast_bf16(w, keep, stack, axis)
+    return prune_only(w, keep, stack, axis)
 
 
 # -- whole pytrees ----------------------------------------------------------------------------------
@@ -291,9 +345,15 @@ def _path(keys: Any) -> str:
     return "/".join(next((str(getattr(k, a)) for a in ("key", "idx", "name") if hasattr(k, a)), str(k)) for k in keys)
 
 
-def compress_params(params: Any, method: str | Method) -> tuple[Any, dict[str, Any]]:
+Layout = Callable[[str, tuple], tuple[int, int]]  # (path, shape) -> (stacked leading axes, channel axis)
+
+
+def compress_params(params: Any, method: str | Method, layout: Layout | None = None) -> tuple[Any, dict[str, Any]]:
     """Compress every weight tensor of ``params`` by ``method``; returns ``(tree, info)``.
 
+    ``layout(path, shape) -> (stack, axis)`` says, per tensor, how many leading axes stack independent
+    tensors (each slice gets its own scales and pruning threshold, and only the axes after them count
+    towards "two or more") and which axis holds the output channels (default: none stacked, the last).
     ``info``: method, bytes before/after (all parameters, and the weight tensors alone), per-tensor rows,
     and ``kept_float``: ``[{"path", "reason"}]`` for weights that could not be compressed.
     """
@@ -312,7 +372,8 @@ def compress_params(params: Any, method: str | Method) -> tuple[Any, dict[str, A
         a = np.asarray(leaf)
         info["bytes_before"] += a.nbytes
         out: Any = a
-        if a.ndim >= 2 and a.size:
+        stack, axis = layout(path, a.shape) if layout is not None else (0, -1)
+        if a.ndim - stack >= 2 and a.size:
             info["weight_bytes_before"] += a.nbytes
             reason = None
             if not np.issubdtype(a.dtype, np.floating):
@@ -322,7 +383,7 @@ def compress_params(params: Any, method: str | Method) -> tuple[Any, dict[str, A
             if reason:
                 info["kept_float"].append({"path": path, "reason": reason})
             else:
-                out = compress_tensor(a, method)
+                out = compress_tensor(a, method, stack, axis)
                 info["tensors"].append(
                     {
                         "path": path,
@@ -363,5 +424,6 @@ __all__ = [
     "unpack_int4",
     "leaf_paths",
     "is_q",
+    "Layout",
     "METHOD_HELP",
 ]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import config
-from ..catalog import catalog, next_version
-from ..errors import AiosError
+from .. import atomic, config
+from ..catalog import catalog, deleted_version, next_version
+from ..errors import InvalidInput, NotFound
 from ..names import check_name
-from . import sources, split as splits, zarr_store
+from . import sources, split as splits, stream, zarr_store
 
 
 @dataclass(frozen=True)
@@ -78,6 +76,23 @@ class Dataset:
         g = self.group()
         return g[f"{split}/x"], g[f"{split}/y"]
 
+    @property
+    def extra(self) -> dict[str, dict[str, Any]]:
+        """The per-row arrays each split holds beside x and y (``{name: {"dtype", "shape"}}``; a tokenized
+        language-model dataset has ``mask`` and ``segments``)."""
+        return dict(self.schema.get("extra") or {})
+
+    @property
+    def tokenizer(self) -> dict[str, Any] | None:
+        """The registry tokenizer the data was made with (``{"model", "version", "sha256", ...}``), or None."""
+        return self.schema.get("tokenizer")
+
+    def extra_arrays(self, split: str = "train") -> dict[str, Any]:
+        """The extra zarr arrays of one split by name (empty for datasets without any), rows aligned with x."""
+        self._check_split(split)
+        g = self.group()
+        return {name: g[f"{split}/{name}"] for name in self.extra}
+
     def load(self, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
         """``(x, y)`` of one split as numpy arrays in memory."""
         x, y = self.arrays(split)
@@ -100,6 +115,8 @@ class Dataset:
             "n_classes": self.n_classes,
             "feature_shape": list(self.feature_shape),
             "feature_dtype": self.feature_dtype,
+            "extra": self.extra,
+            "tokenizer": self.tokenizer,
         }
 
     def show(self):
@@ -108,9 +125,15 @@ class Dataset:
 
         return show(self)
 
+    def delete(self, force: bool = False) -> None:
+        """Delete this version (refused while a job or a model version refers to it, unless ``force``)."""
+        from .delete import delete
+
+        delete(self.name, self.version, force=force)
+
     def _check_split(self, split: str) -> None:
         if split not in self.splits:
-            raise AiosError(f"dataset {self.ref} has no split {split!r}; it has {', '.join(self.splits)}")
+            raise NotFound(f"dataset {self.ref} has no split {split!r}; it has {', '.join(self.splits)}")
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={v}" for k, v in self.splits.items())
@@ -125,40 +148,80 @@ class Dataset:
 
 def dataset(
     name: str,
-    source: str | None = None,
+    source: str | Mapping[str, Any] | None = None,
     split: str | Mapping[str, float] | None = None,
     seed: int = 0,
     target: str | None = None,
-    user_ns: dict | None = None,
+    user_ns: Mapping[str, Any] | None = None,
     block: int | None = None,
+    tokenizer: str | None = None,
+    format: str | None = None,
+    pack: bool = False,
 ) -> Dataset:
-    """Declare ``name`` from ``source`` (same content -> the existing version), or get it when source is None."""
+    """Declare ``name`` from ``source`` (same content -> the existing version), or get it when source is None.
+
+    ``source`` is a SOURCE string or a dict of arrays (``{"x": X, "y": y}``); ``vars:X,y`` reads ``user_ns``.
+    ``jsonl:PATH`` with ``tokenizer`` (a registry language model, ``NAME[:V|ALIAS]``) and ``format``
+    (text | completion | chat) tokenizes documents into ``block``-token rows, packed with ``pack``
+    (see :mod:`aios_lab.data.lm_dataset`).
+    """
     check_name(name, "dataset")
     if source is None:
         return get(name)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise AiosError(f"seed must be an integer, got {seed!r}")
+        raise InvalidInput(f"seed must be an integer, got {seed!r}")
     fractions = splits.parse(split)
-    raw = sources.read(source, target=target, user_ns=user_ns, block=block)
-    x, y, schema = _normalise(raw)
-    parts = {k: (x[idx], y[idx]) for k, idx in splits.assign(len(x), fractions, int(seed)).items()}
+    if (isinstance(source, str) and source.strip().startswith("jsonl:")) or tokenizer is not None:
+        if tokenizer is None or format is None:
+            raise InvalidInput(
+                "jsonl:PATH is tokenized for a language model: add --tokenizer MODEL and --format text|completion|chat"
+            )
+        if not isinstance(source, str):
+            raise InvalidInput("--tokenizer tokenizes jsonl:PATH sources; give --from jsonl:PATH")
+        from .lm_dataset import tokenize
+
+        parts, schema, label = tokenize(source, tokenizer, format, block, bool(pack), fractions, int(seed))
+    else:
+        if format is not None or pack:
+            raise InvalidInput("--format and --pack apply to jsonl:PATH sources tokenized with --tokenizer MODEL")
+        if isinstance(source, str) and stream.is_zarr(source.strip()):
+            return _declare_streamed(name, source.strip(), fractions, int(seed), target)
+        raw = sources.read(source, target=target, user_ns=user_ns, block=block)
+        x, y, schema = _normalise(raw)
+        parts = {k: (x[idx], y[idx]) for k, idx in splits.assign(len(x), fractions, int(seed)).items()}
+        label = sources.label(source)
     digest = zarr_store.content_hash(parts, schema)
     found = _by_hash(name, digest)
     if found is not None:
         return found
-    sizes = {k: int(len(px)) for k, (px, _) in parts.items()}
+    sizes = {k: int(len(part[0])) for k, part in parts.items()}
     attrs = {
         "name": name,
         "hash": digest,
-        "source": source,
+        "source": label,
         "seed": int(seed),
         "splits": sizes,
         "fractions": fractions,
         "schema": schema,
     }
-    with zarr_store.staging(name) as tmp:
+    with atomic.staged("dataset", name) as tmp:
         zarr_store.write_group(tmp, parts, attrs)
-        return _publish(name, tmp, digest, source, int(seed), sizes, schema, zarr_store.disk_bytes(tmp))
+        atomic.seal(tmp, read_only=True)
+        return _publish(name, tmp, digest, label, int(seed), sizes, schema, zarr_store.disk_bytes(tmp))
+
+
+def _declare_streamed(name: str, source: str, fractions: dict[str, float], seed: int, target: str | None) -> Dataset:
+    """A zarr store (a path or URL) written into a version block by block, never loaded whole (see ``stream``)."""
+    with atomic.staged("dataset", name) as tmp:
+        group, rec = stream.declare(source, fractions, seed, tmp, target)
+        found = _by_hash(name, rec["hash"])
+        if found is not None:
+            return found
+        attrs = {"name": name, "hash": rec["hash"], "source": source, "seed": seed, "splits": rec["splits"]}
+        zarr_store.write_attrs(group, {**attrs, "fractions": fractions, "schema": rec["schema"]})
+        atomic.seal(tmp, read_only=True)
+        nbytes = zarr_store.disk_bytes(tmp)
+        return _publish(name, tmp, rec["hash"], source, seed, rec["splits"], rec["schema"], nbytes)
 
 
 def datasets(name: str | None = None) -> list[Dataset]:
@@ -183,14 +246,16 @@ def get(name: str, version: int | str | None = None) -> Dataset:
         elif text.lstrip("v").isdigit():
             version = int(text.lstrip("v"))
         else:
-            raise AiosError(f"bad version {version!r} for dataset {name!r}; give a number like 2 or v2")
+            raise InvalidInput(f"bad version {version!r} for dataset {name!r}; give a number like 2 or v2")
     if version is None:
         row = catalog().one("SELECT * FROM datasets WHERE name=? ORDER BY version DESC LIMIT 1", (name,))
     else:
         row = catalog().one("SELECT * FROM datasets WHERE name=? AND version=?", (name, int(version)))
     if row is None:
+        if version is not None and deleted_version("datasets", name, int(version)):
+            raise NotFound(f"version {version} of dataset {name!r} was deleted; `%aios datasets {name}` lists the rest")
         which = f"version {version} of dataset {name!r}" if version is not None else f"dataset {name!r}"
-        raise AiosError(f"no {which}; `%aios datasets` lists them, `%aios dataset {name} --from SOURCE` declares one")
+        raise NotFound(f"no {which}; `%aios datasets` lists them, `%aios dataset {name} --from SOURCE` declares one")
     return _from_row(row)
 
 
@@ -208,7 +273,7 @@ def _normalise(raw: sources.Raw) -> tuple[np.ndarray, np.ndarray, dict[str, Any]
         y = raw.y
         if y.dtype.kind in "biu":
             if y.ndim != 1:
-                raise AiosError(
+                raise InvalidInput(
                     f"integer targets must be one label per sample, got shape {y.shape[1:]} per sample; "
                     "give class indices (or float targets for regression)"
                 )
@@ -221,7 +286,7 @@ def _normalise(raw: sources.Raw) -> tuple[np.ndarray, np.ndarray, dict[str, Any]
         else:
             y = np.asarray(y, dtype=np.float32)
             if not np.isfinite(y).all():
-                raise AiosError("targets contain NaN or infinity; fill or drop those rows")
+                raise InvalidInput("targets contain NaN or infinity; fill or drop those rows")
             task, n_classes = "regression", None
     schema = {
         "task": task,
@@ -248,7 +313,7 @@ def _publish(
     schema: dict[str, Any],
     nbytes: int,
 ) -> Dataset:
-    """Rename the staged group to ``vN`` and insert its row in one catalog transaction."""
+    """Rename the sealed staging folder to ``vN`` and insert its row in one catalog transaction."""
     cat = catalog()
     final: Path | None = None
     try:
@@ -258,11 +323,7 @@ def _publish(
                 return _from_row(row)
             version = next_version(db, "datasets", name)
             final = config.named("datasets", name, f"v{version}")
-            if final.exists():  # left by a crash between rename and commit: never catalogued
-                shutil.rmtree(final)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(tmp, final)
-            created = time.time()
+            atomic.publish(tmp, final)  # replaces a folder a crash left between rename and commit
             db.execute(
                 "INSERT INTO datasets (name, version, hash, path, source, seed, splits, schema, nbytes, "
                 "created) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -276,12 +337,12 @@ def _publish(
                     json.dumps(sizes),
                     json.dumps(schema),
                     nbytes,
-                    created,
+                    time.time(),
                 ),
             )
     except BaseException:
-        if final is not None and final.exists() and _by_hash(name, digest) is None:
-            shutil.rmtree(final, ignore_errors=True)
+        if final is not None and _by_hash(name, digest) is None:
+            atomic.discard(final)
         raise
     cat.audit("dataset.declare", f"{name}:v{version}", source=source, hash=digest)
     return get(name, version)

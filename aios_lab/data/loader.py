@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import AiosError
+from ..errors import InvalidInput
 
 WINDOW_BYTES = 64 << 20  # streaming: rows are shuffled within windows of about this many bytes
 
@@ -81,9 +81,9 @@ class Loader:
         self.n = int(self._xa.shape[0])
         self.batch_size = int(batch_size)
         if not 1 <= self.batch_size <= self.n:
-            raise AiosError(f"batch size {batch_size} must be between 1 and the {self.n} rows of {ds.name}/{split}")
+            raise InvalidInput(f"batch size {batch_size} must be between 1 and the {self.n} rows of {ds.name}/{split}")
         if start_step < 0 or prefetch < 1:
-            raise AiosError("start_step must be >= 0 and prefetch >= 1")
+            raise InvalidInput("start_step must be >= 0 and prefetch >= 1")
         self.seed, self.start_step, self.prefetch, self.steps = int(seed), int(start_step), int(prefetch), steps
         self.sharding = sharding if sharding is not None else default_sharding()
         self.x_shape = (self.batch_size, *self._xa.shape[1:])
@@ -106,7 +106,7 @@ class Loader:
         else:
             self.window = max(1, min(window_bytes, self.memory_budget // 8) // chunk_bytes)
             if 8 * chunk_bytes > self.memory_budget:
-                raise AiosError(
+                raise InvalidInput(
                     f"memory_budget {self.memory_budget} bytes is too small to stream {ds.name}/{split}; "
                     f"give at least 8 chunks ({8 * chunk_bytes} bytes)"
                 )
@@ -213,7 +213,7 @@ class Loader:
 
     def _rows(self, step: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         if step < 0:
-            raise AiosError(f"step must be >= 0, got {step}")
+            raise InvalidInput(f"step must be >= 0, got {step}")
         epoch, j = divmod(int(step), self.steps_per_epoch)
         plan = self._epoch(epoch)
         a, b = j * self.batch_size + lo, j * self.batch_size + hi
@@ -352,7 +352,7 @@ def _local_range(sharding: Any, shape: tuple[int, ...], ds: Any, split: str) -> 
         index_map = sharding.addressable_devices_indices_map(shape)
     except (ValueError, TypeError):
         parts = _batch_parts(sharding)
-        raise AiosError(
+        raise InvalidInput(
             f"batch size {shape[0]} does not split evenly over the {parts} devices of the "
             f"sharding's batch axis; use a multiple of the device count ({parts})"
         ) from None
@@ -366,7 +366,7 @@ def _local_range(sharding: Any, shape: tuple[int, ...], ds: Any, split: str) -> 
     covered = lo
     for s, e in spans:
         if s > covered:
-            raise AiosError(
+            raise InvalidInput(
                 "this process's devices hold a non-contiguous part of the batch; "
                 "order the mesh so each process's devices are adjacent on the data axis"
             )

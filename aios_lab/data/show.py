@@ -1,4 +1,4 @@
-"""``%aios dataset show``: schema, split sizes, class balance and a picture of samples.
+"""``%aios dataset show`` (schema, split sizes, class balance, a picture of samples) and the ``%aios datasets`` table.
 
 The picture needs no plotting library: image-shaped features become small PNG tiles (encoded here
 with zlib), other features SVG histograms, text datasets decoded snippets. In a terminal the same
@@ -23,6 +23,10 @@ N_HIST = 8
 BINS = 20
 TILE_PX = 64
 SPARK = " ▁▂▃▄▅▆▇█"
+MAX_ROWS = 10_000  # rows read for the token-length histogram
+MASK_OPEN, MASK_CLOSE = "⟦", "⟧"
+MASKED_STYLE = "color:#888;background:#eee"
+EXTRA_NOTES = {"mask": "1 where y is learned (loss)", "segments": "document within the row, 0 = padding"}
 
 
 @dataclass
@@ -37,6 +41,9 @@ class Show:
     tiles: list[tuple[bytes, str]] = field(default_factory=list)  # (png, caption) per sample
     hists: list[tuple[str, np.ndarray, float, float]] = field(default_factory=list)  # (name, counts, lo, hi)
     texts: list[str] = field(default_factory=list)
+    lengths: tuple[np.ndarray, float, float] | None = None  # tokens per document: (counts, lo, hi)
+    example: list[tuple[str, bool]] = field(default_factory=list)  # one decoded document: (text, learned) runs
+    notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         parts = [self.title, str(self.summary), str(self.schema), str(self.splits)]
@@ -55,6 +62,14 @@ class Show:
             )
         if self.texts:
             parts.append("samples:\n" + "\n".join(f"  {t!r}" for t in self.texts))
+        if self.lengths is not None:
+            counts, lo, hi = self.lengths
+            spark = f"{fmt(lo)} {sparkline(counts)} {fmt(hi)}"
+            parts.append(f"tokens per document ({int(counts.sum())} documents):  {spark}")
+        if self.example:
+            marked = "".join(t if learned else f"{MASK_OPEN}{t}{MASK_CLOSE}" for t, learned in self.example)
+            parts.append(f"one document, {MASK_OPEN}masked{MASK_CLOSE} = no loss:\n{marked}")
+        parts += self.notes
         return "\n\n".join(parts)
 
     __repr__ = __str__
@@ -84,6 +99,19 @@ class Show:
             )
         if self.texts:
             out.append("".join(f"<pre style='white-space:pre-wrap'>{html.escape(t)}</pre>" for t in self.texts))
+        if self.lengths is not None:
+            counts, lo, hi = self.lengths
+            out.append(histogram_svg(f"tokens per document ({int(counts.sum())})", counts, lo, hi, w=320))
+        if self.example:
+            runs = "".join(
+                f"<b>{html.escape(t)}</b>" if learned else f"<span style='{MASKED_STYLE}'>{html.escape(t)}</span>"
+                for t, learned in self.example
+            )
+            out.append(
+                f"<div>one document; <span style='{MASKED_STYLE}'>grey</span> = masked (no loss), "
+                f"<b>bold</b> = learned</div><pre style='white-space:pre-wrap'>{runs}</pre>"
+            )
+        out += [f"<div>{html.escape(n)}</div>" for n in self.notes]
         return "".join(out) + "</div>"
 
 
@@ -101,13 +129,21 @@ def show(ds: Any, split: str | None = None) -> Show:
                 "x",
                 schema["x"]["dtype"],
                 tuple(schema["x"]["shape"]) or "()",
-                f"features: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}" if names else "features",
+                f"features: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}"
+                if names
+                else "tokens"
+                if schema["task"] == "lm"
+                else "features",
             ),
             (
                 "y",
                 schema["y"]["dtype"],
                 tuple(schema["y"]["shape"]) or "()",
                 f"target {schema.get('target_name', '')}".strip() + _task_note(schema),
+            ),
+            *(
+                (k, v["dtype"], tuple(v["shape"]), EXTRA_NOTES.get(k, "per row"))
+                for k, v in (schema.get("extra") or {}).items()
             ),
         ],
         title="schema",
@@ -125,7 +161,9 @@ def show(ds: Any, split: str | None = None) -> Show:
         if ds.task == "classification"
         else (lambda v: fmt(float(np.ravel(v)[0])))
     )
-    if ds.task == "lm":
+    if ds.task == "lm" and schema.get("tokenizer"):
+        _tokens_view(view, ds, split, x, y)
+    elif ds.task == "lm":
         view.texts = [bytes(np.asarray(row, dtype=np.uint8)).decode("utf-8", "replace") for row in x[:3]]
     elif _image_shaped(tuple(schema["x"]["shape"])):
         lo, hi = float(np.min(x)), float(np.max(x))
@@ -135,6 +173,47 @@ def show(ds: Any, split: str | None = None) -> Show:
         if ds.task == "regression":
             view.hists += _histograms(ya, [f"target {schema.get('target_name', 'y')}".strip()], limit=1)
     return view
+
+
+def _tokens_view(view: Show, ds: Any, split: str, x: np.ndarray, y: np.ndarray) -> None:
+    """A tokenized dataset: the histogram of tokens per document, and its first document decoded with the
+    masked part marked (decoded with the dataset's tokenizer; token ids if that model version is gone)."""
+    from ..errors import AiosError
+    from .packing import document_lengths
+
+    extra = ds.extra_arrays(split)
+    segments = np.asarray(extra["segments"][:MAX_ROWS])
+    lengths = document_lengths(segments)
+    if lengths.size:
+        lo, hi = float(lengths.min()), float(lengths.max())
+        counts, _ = np.histogram(lengths, bins=BINS, range=(lo, hi if hi > lo else lo + 1))
+        view.lengths = (counts, lo, hi)
+    seg, mask = segments[0], np.asarray(extra["mask"][0])
+    sel = seg == 1
+    ids = [int(x[0][sel][0]), *map(int, y[0][sel])]
+    learned = [False, *map(bool, mask[sel])]
+    info = ds.schema["tokenizer"]
+    try:
+        from ..registry import load_tokenizer
+
+        tok = load_tokenizer(info["model"], info["version"])[0]
+        decode = lambda run: tok.decode(run, skip_special_tokens=False)
+    except AiosError:
+        decode = lambda run: " ".join(map(str, run)) + " "
+        view.notes.append(f"{info['model']}:v{info['version']} is gone from the registry: token ids shown")
+    runs: list[tuple[list[int], bool]] = []
+    for t, flag in zip(ids, learned):
+        if runs and runs[-1][1] == flag:
+            runs[-1][0].append(t)
+        else:
+            runs.append(([t], flag))
+    view.example = [(decode(run), flag) for run, flag in runs]
+    schema = ds.schema
+    view.notes.append(
+        f"{sum(schema['documents'].values())} documents in {sum(ds.splits.values())} rows of {schema['block']} "
+        f"tokens ({'packed' if schema['packed'] else 'padded'}); {schema['truncated']} cut to the block, "
+        f"{schema['dropped']} dropped with nothing to learn"
+    )
 
 
 def summary_table(ds: Any) -> Table:
@@ -161,6 +240,10 @@ def summary_table(ds: Any) -> Table:
 def _task_note(schema: dict) -> str:
     if schema["task"] == "classification":
         return f"; {schema['n_classes']} classes"
+    if schema["task"] == "lm" and schema.get("tokenizer"):
+        tok = schema["tokenizer"]
+        made = f"{tok['model']}:v{tok['version']}"
+        return f"; next token, vocab {schema['n_classes']}, block {schema.get('block')}, tokenizer {made}"
     if schema["task"] == "lm":
         return f"; next byte, 256 classes, block {schema.get('block')}"
     return "; regression"
@@ -251,3 +334,55 @@ def histogram_svg(name: str, counts: np.ndarray, lo: float, hi: float, w: int = 
         f"<text x='0' y='{h - 2}' font-size='9'>{html.escape(fmt(lo))}</text>"
         f"<text x='{w}' y='{h - 2}' font-size='9' text-anchor='end'>{html.escape(fmt(hi))}</text></svg>"
     )
+
+
+def datasets_table(name: str | None = None) -> Table:
+    """``%aios datasets``: one row per dataset with its disk use over all versions (one per version with ``name``)."""
+    from .dataset import datasets
+
+    found = datasets(name)
+    if name is not None:
+        rows = [
+            (d.version, d.task, d.n_classes, _splits(d), _x(d), nbytes(d.nbytes), d.source, d.hash[:12], age(d.created))
+            for d in found
+        ]
+        return Table(
+            ["version", "task", "classes", "splits", "x", "disk", "source", "hash", "age"],
+            rows,
+            title=f"versions of dataset {name}",
+            empty=f"no dataset {name!r}: `%aios dataset {name} --from SOURCE` declares one",
+        )
+    by_name: dict[str, list] = {}
+    for d in found:
+        by_name.setdefault(d.name, []).append(d)
+    rows = []
+    for ds_name, versions in by_name.items():
+        d = versions[-1]  # the newest version describes the dataset
+        rows.append(
+            (
+                ds_name,
+                ", ".join(str(v.version) for v in versions),
+                d.task,
+                d.n_classes,
+                _splits(d),
+                _x(d),
+                nbytes(sum(v.nbytes for v in versions)),
+                d.source,
+                age(d.created),
+            )
+        )
+    total = sum(d.nbytes for d in found)
+    return Table(
+        ["name", "versions", "task", "classes", "splits", "x", "disk", "source", "age"],
+        rows,
+        title=f"datasets ({nbytes(total)} on disk)" if found else "datasets",
+        empty="no datasets yet: `%aios dataset NAME --from SOURCE` declares one",
+    )
+
+
+def _splits(d: Any) -> str:
+    return " ".join(f"{k}={v}" for k, v in d.splits.items())
+
+
+def _x(d: Any) -> str:
+    return f"{d.feature_dtype}{list(d.feature_shape)}"

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..errors import AiosError
+from ..errors import InvalidInput
 
 DEFAULT_SPLIT = {"train": 0.8, "val": 0.1, "test": 0.1}
 _SPLIT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -26,19 +26,19 @@ def parse(split: str | Mapping[str, float] | None) -> dict[str, float]:
                     raise ValueError
                 pairs[name.strip()] = float(value)
             except ValueError:
-                raise AiosError(f"bad split {part!r}; write it as train=0.8,val=0.1,test=0.1") from None
+                raise InvalidInput(f"bad split {part!r}; write it as train=0.8,val=0.1,test=0.1") from None
         split = pairs
     fractions = dict(split)
     if not fractions:
-        raise AiosError("empty split; write it as train=0.8,val=0.1,test=0.1")
+        raise InvalidInput("empty split; write it as train=0.8,val=0.1,test=0.1")
     for name, frac in fractions.items():
         if not isinstance(name, str) or not _SPLIT_NAME.fullmatch(name):
-            raise AiosError(f"bad split name {name!r}; use lower-case words like train, val, test")
+            raise InvalidInput(f"bad split name {name!r}; use lower-case words like train, val, test")
         if not isinstance(frac, (int, float)) or not 0 < float(frac) <= 1:
-            raise AiosError(f"split fraction {name}={frac} must be in (0, 1]")
+            raise InvalidInput(f"split fraction {name}={frac} must be in (0, 1]")
     total = sum(float(f) for f in fractions.values())
     if abs(total - 1.0) > 1e-6:
-        raise AiosError(f"split fractions sum to {total:g}, not 1; e.g. train=0.8,val=0.1,test=0.1")
+        raise InvalidInput(f"split fractions sum to {total:g}, not 1; e.g. train=0.8,val=0.1,test=0.1")
     return {k: float(v) for k, v in fractions.items()}
 
 
@@ -53,7 +53,7 @@ def assign(n: int, fractions: Mapping[str, float], seed: int) -> dict[str, np.nd
     counts[first] += n - sum(counts.values())
     empty = [k for k, c in counts.items() if c == 0]
     if empty:
-        raise AiosError(f"split {empty[0]!r} would be empty with {n} rows; use fewer splits or more data")
+        raise InvalidInput(f"split {empty[0]!r} would be empty with {n} rows; use fewer splits or more data")
     order = np.random.default_rng(seed).permutation(n)
     out, start = {}, 0
     for name, count in counts.items():

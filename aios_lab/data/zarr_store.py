@@ -1,26 +1,32 @@
-"""A dataset version on disk: a zarr v3 group written aside, content-hashed, then renamed into place."""
+"""A dataset version on disk: a zarr v3 group of ``SPLIT/x`` and ``SPLIT/y`` arrays, content-hashed.
+
+A split may carry extra per-row arrays beside x and y (a tokenized language-model dataset's ``mask``
+and ``segments``), chunked with the same rows per chunk. It is written in a staging folder and
+published with :mod:`aios_lab.atomic`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import config
-from ..procs import alive
-
 CHUNK_BYTES = 4 << 20  # rows per chunk are chosen so one chunk of x holds about this many bytes
 ATTR = "aios"  # the group attribute that holds schema, source, seed, hash and split sizes
 
-Parts = Mapping[str, tuple[np.ndarray, np.ndarray]]  # split name -> (x, y)
+# split name -> (x, y) or (x, y, {extra name: array with one row per sample})
+Parts = Mapping[str, tuple[np.ndarray, ...]]
+
+
+def _arrays(part: tuple) -> list[tuple[str, np.ndarray]]:
+    """A split's arrays by name: x, y, then the extras in name order."""
+    x, y, *rest = part
+    extra = rest[0] if rest else {}
+    return [("x", x), ("y", y), *sorted(extra.items())]
 
 
 def codec():
@@ -30,13 +36,23 @@ def codec():
     return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
+def new_hash(schema: Mapping[str, Any]) -> Any:
+    """The content hash's running state, seeded with the schema (split arrays follow: :func:`hash_header`)."""
+    return hashlib.sha256(json.dumps(schema, sort_keys=True, default=str).encode())
+
+
+def hash_header(split: str, key: str, dtype: Any, shape: tuple) -> bytes:
+    """What goes into the hash before an array's bytes: its split, name, dtype and shape."""
+    return f"|{split}/{key}:{np.dtype(dtype).str}:{tuple(int(d) for d in shape)}|".encode()
+
+
 def content_hash(parts: Parts, schema: Mapping[str, Any]) -> str:
     """sha256 over the schema and every split's names, dtypes, shapes and bytes (not the source or time)."""
-    h = hashlib.sha256(json.dumps(schema, sort_keys=True, default=str).encode())
-    for name, (x, y) in parts.items():
-        for key, arr in (("x", x), ("y", y)):
+    h = new_hash(schema)
+    for name, part in parts.items():
+        for key, arr in _arrays(part):
             arr = np.ascontiguousarray(arr)
-            h.update(f"|{name}/{key}:{arr.dtype.str}:{arr.shape}|".encode())
+            h.update(hash_header(name, key, arr.dtype, arr.shape))
             h.update(memoryview(arr).cast("B"))
     return h.hexdigest()
 
@@ -47,14 +63,21 @@ def chunk_rows(sample_shape: tuple[int, ...], itemsize: int, n: int) -> int:
     return int(max(1, min(n, CHUNK_BYTES // row)))
 
 
-def write_split(group: Any, name: str, x: np.ndarray, y: np.ndarray) -> None:
-    """``SPLIT/x`` and ``SPLIT/y``, chunked along the sample axis with the same rows per chunk."""
+def create_array(group: Any, key: str, shape: tuple, dtype: Any, rows: int) -> Any:
+    """An empty array of a split, chunked along the sample axis by ``rows``, compressed with :func:`codec`."""
+    return group.create_array(
+        key, shape=tuple(shape), dtype=dtype, chunks=(rows, *shape[1:]), compressors=codec(), fill_value=0
+    )
+
+
+def write_split(
+    group: Any, name: str, x: np.ndarray, y: np.ndarray, extra: Mapping[str, np.ndarray] | None = None
+) -> None:
+    """``SPLIT/x``, ``SPLIT/y`` (and ``SPLIT/<extra>``), chunked along the sample axis with the same rows per chunk."""
     sub = group.create_group(name)
     rows = chunk_rows(x.shape[1:], x.dtype.itemsize, len(x))
-    for key, arr in (("x", x), ("y", y)):
-        out = sub.create_array(
-            key, shape=arr.shape, dtype=arr.dtype, chunks=(rows, *arr.shape[1:]), compressors=codec(), fill_value=0
-        )
+    for key, arr in _arrays((x, y, dict(extra or {}))):
+        out = create_array(sub, key, arr.shape, arr.dtype, rows)
         for start in range(0, len(arr), rows * 16):  # bounded writes: a few chunks at a time
             out[start : start + rows * 16] = arr[start : start + rows * 16]
 
@@ -64,42 +87,16 @@ def write_group(path: Path, parts: Parts, attrs: Mapping[str, Any]) -> None:
     import zarr
 
     group = zarr.create_group(store=str(path), zarr_format=3)
-    for name, (x, y) in parts.items():
-        write_split(group, name, x, y)
+    for name, part in parts.items():
+        write_split(group, name, *part)
+    write_attrs(group, attrs)
+
+
+def write_attrs(group: Any, attrs: Mapping[str, Any]) -> None:
+    """The version's record in its group's attributes (written last: a group without them is unfinished)."""
     group.attrs[ATTR] = json.loads(json.dumps(attrs, default=str))
 
 
 def disk_bytes(path: Path) -> int:
     """Bytes the version takes on disk (compressed chunks plus metadata)."""
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
-
-def staging_root() -> Path:
-    """``AIOS_HOME/tmp``: on the same file system as the datasets, so the final rename is atomic."""
-    root = config.area("tmp")
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-@contextmanager
-def staging(name: str) -> Iterator[Path]:
-    """A fresh directory to write a version into; removed if anything fails before it is published."""
-    clean_stale()
-    path = staging_root() / f"dataset-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        yield path
-    finally:
-        if path.exists():
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def clean_stale() -> None:
-    """Remove staging directories left by processes that died mid-write."""
-    root = staging_root()
-    for entry in root.glob("dataset-*"):
-        try:
-            pid = int(entry.name.rsplit("-", 2)[-2])
-        except (ValueError, IndexError):
-            continue
-        if pid != os.getpid() and not alive(pid):
-            shutil.rmtree(entry, ignore_errors=True)

@@ -1,6 +1,6 @@
-"""Jobs: the scheduler (devices, queue, priorities), the detached worker, and the Job handle."""
+"""Jobs: the queue policy, the scheduler and its keeper, the detached supervisor and worker, the Job handle."""
 
-from .api import devices, job, jobs, train
+from .api import delete_job, devices, job, jobs, train
 from .job import Job
 
-__all__ = ["Job", "devices", "job", "jobs", "train"]
+__all__ = ["Job", "delete_job", "devices", "job", "jobs", "train"]

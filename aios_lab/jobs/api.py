@@ -1,7 +1,12 @@
-"""``aios.train``, ``aios.job``, ``aios.jobs``, ``aios.devices``: the Python API of jobs."""
+"""``aios.train``, ``aios.job``, ``aios.jobs``, ``aios.devices``, ``aios.delete_job``: the Python API of jobs.
+
+Reads (``job``, ``jobs``, ``devices``) only read the catalog; ``train`` records the job, runs one
+scheduling pass and makes sure the queue keeper runs (see ``keeper.py``).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -10,12 +15,17 @@ import time
 from typing import Any
 
 from ..catalog import catalog
-from ..errors import AiosError
+from ..errors import Conflict, InvalidInput, NotFound
 from ..names import check_name
-from . import records
+from . import cluster_submit, job as joblib, keeper, limits, records
 from .devices import gpu_stats, inventory
 from .job import Job
-from .scheduler import MAX_AUTO_RESUMES, schedule
+from .paths import job_entry, remove_job_dir
+from .policy import DEFAULT_PRIORITY, order
+from .scheduler import MAX_AUTO_RESUMES, schedule, view
+
+# TrainConfig fields that aios.train sets itself (from devices=, processes=, the dataset and the model)
+SET_BY_JOBS = ("dataset", "model", "n_devices", "coordinator", "num_processes", "process_id")
 
 
 def kernel_on_cpu() -> None:
@@ -28,14 +38,22 @@ def _n_devices(devices: int | str | None, total: int, kind: str) -> int:
     if devices in (None, "all"):
         return total
     try:
-        n = int(devices)
-    except (TypeError, ValueError):
-        raise AiosError(f"--devices takes a number or 'all', not {devices!r}") from None
-    if n < 1 or n > total:
-        raise AiosError(
-            f"--devices {n}: this machine has {total} {kind} device(s) (0..{total - 1}); ask for 1..{total} or 'all'"
-        )
-    return n
+        return limits.check("devices", devices, limits.Bound(1, total))
+    except InvalidInput:
+        raise InvalidInput(
+            f"--devices {limits.show(devices)}: this machine has {total} {kind} device(s) (0..{total - 1}); "
+            f"ask for 1..{total} or 'all'"
+        ) from None
+
+
+def _train_config(options: dict[str, Any], **set_here: Any) -> Any:
+    """A validated TrainConfig from the options given; what is not given keeps TrainConfig's default."""
+    from ..train.config import TrainConfig
+
+    clash = sorted(set(options) & set(SET_BY_JOBS))
+    if clash:
+        raise InvalidInput(f"unknown training option {clash[0]}; aios.train sets it from its own arguments")
+    return TrainConfig.for_job(**options, **set_here)
 
 
 def train(
@@ -44,71 +62,68 @@ def train(
     dataset: str,
     model: str | dict = "mlp",
     devices: int | str | None = "all",
-    steps: int = 500,
-    batch: int = 128,
-    lr: float = 1e-3,
-    optimizer: str = "adamw",
-    shard: str = "dp",
-    precision: str = "fp32",
-    checkpoint_every: int | None = None,
-    eval_every: int | None = None,
-    seed: int = 0,
-    priority: int = 0,
-    wait: bool = False,
-    task: str | None = None,
-    warmup: int | None = None,
-    weight_decay: float = 1e-4,
-    clip: float | None = 1.0,
+    priority: int = DEFAULT_PRIORITY,
+    processes: int | None = None,
     max_retries: int | None = None,
-    processes: int = 1,
     dataset_version: int | None = None,
     model_config: dict[str, Any] | None = None,
+    wait: bool = False,
+    on: str | None = None,
+    hosts: int | None = None,
+    devices_per_host: int | None = None,
+    checkpoint_dir: str | None = None,
+    init_from: str | None = None,
+    **options: Any,
 ) -> Job:
     """Record a training job and start it in a detached worker as soon as its devices are free.
+
+    ``options`` are TrainConfig's fields (``steps``, ``batch``, ``lr``, ``optimizer``, ``shard``,
+    ``precision``, ``checkpoint_every``, ``eval_every``, ``seed``, ``task``, ``warmup``,
+    ``weight_decay``, ``clip``, ``lora``, ``remat``, ...); those not given (or None) keep TrainConfig's defaults.
+
+    ``model`` may be a registry language model, ``NAME[:VERSION|ALIAS]``: training starts from its weights
+    (``init_from``: from another registry version of the same architecture instead); ``lora="r=16,
+    alpha=32,targets=attn"`` trains low-rank adapters only, over the frozen base.
+
+    ``on="ray"`` runs the job as a gang on the connected Ray cluster: ``hosts`` processes of
+    ``devices_per_host`` devices each, checkpoints in ``checkpoint_dir/NAME`` (a path every host and this
+    machine share, or a ``gs://`` / ``s3://`` URI; default: the job's own folder here).
 
     >>> job = aios.train("digits-mlp", dataset="digits", model="mlp", devices=8, steps=300, batch=128)
     >>> job.wait()
     'succeeded'
+    >>> aios.train("big", dataset="digits", on="ray", hosts=2, devices_per_host=4, checkpoint_dir="/shared/ckpt")
     """
     kernel_on_cpu()
     from ..data import get as get_dataset
     from ..train import models
-    from ..train.trainer import TrainConfig, task_and_outputs
+    from ..train.trainer import task_and_outputs
 
     check_name(name, "job")
     if records.row(name) is not None:
-        raise AiosError(f"a job named {name!r} exists already; `%aios resume {name}` continues it, or pick a new name")
-    inv = inventory()
-    n = _n_devices(devices, inv.count, inv.kind)
-    if processes < 1 or n % processes:
-        raise AiosError(f"{n} devices cannot be split evenly over {processes} processes")
-    cfg = TrainConfig(  # checked before any dataset or model is read
-        dataset=dataset,
-        dataset_version=dataset_version,
-        model=model,
-        task=task,
-        n_devices=n,
-        steps=steps,
-        batch=batch,
-        lr=lr,
-        optimizer=optimizer,
-        shard=shard,
-        precision=precision,
-        checkpoint_every=checkpoint_every or max(10, steps // 10),
-        seed=seed,
-        eval_every=max(10, steps // 10) if eval_every is None else eval_every,
-        warmup=min(100, steps // 10) if warmup is None else warmup,
-        weight_decay=weight_decay,
-        clip=clip,
-        num_processes=processes,
-    ).validate()
-    ds = get_dataset(dataset, dataset_version)
+        raise Conflict(f"a job named {name!r} exists already; `%aios resume {name}` continues it, or pick a new name")
+    priority = limits.check("priority", priority)
+    max_retries = MAX_AUTO_RESUMES if max_retries is None else limits.check("max_retries", max_retries)
+    gang = None
+    if cluster_submit.place(on, hosts, devices_per_host, checkpoint_dir) == "ray":
+        gang = cluster_submit.shape(hosts, devices_per_host, devices, processes)
+        n, processes = gang.hosts * gang.devices_per_host, gang.hosts
+    else:
+        inv = inventory()
+        n = _n_devices(devices, inv.count, inv.kind)
+    cfg = _train_config(  # checked before any dataset or model is read
+        options, n_devices=n, num_processes=processes, dataset_version=dataset_version
+    )
+    if n % cfg.num_processes:
+        raise InvalidInput(f"{n} devices cannot be split evenly over {cfg.num_processes} processes")
+    ds = get_dataset(dataset, cfg.dataset_version)
     if "train" not in ds.splits:
-        raise AiosError(f"dataset {dataset!r} has no train split; declare it with --split train=...")
-    task, n_outputs = task_and_outputs(ds, task)
-    spec = models.resolve(model, **(model_config or {}))
+        raise InvalidInput(f"dataset {dataset!r} has no train split; declare it with --split train=...")
+    task, n_outputs = task_and_outputs(ds, cfg.task)
+    spec = models.prepare(models.resolve(model, **(model_config or {})), ds, init_from=init_from, lora=cfg.lora)
     x = ds.arrays("train")[0][:2]
-    models.check(models.build(spec, task, n_outputs, ds.feature_shape), task, n_outputs, x)
+    built = models.build(spec, task, n_outputs, ds.feature_shape, lora=cfg.lora, remat=cfg.remat)
+    models.check(built, task, n_outputs, x)
     cfg = dataclasses.replace(cfg, dataset=ds.name, dataset_version=ds.version, model=spec, task=task)
     config = {
         "dataset": ds.name,
@@ -117,18 +132,27 @@ def train(
         "n_outputs": n_outputs,
         "model": model if isinstance(model, str) else spec.get("name"),
         "train": json.loads(cfg.to_json()),
-        "max_retries": MAX_AUTO_RESUMES if max_retries is None else max_retries,
-        "processes": processes,
+        "max_retries": max_retries,
+        "processes": cfg.num_processes,
     }
+    if gang is not None:  # the cluster answers, can hold the gang, and every host reaches its files
+        config.update(cluster_submit.check(name, gang, checkpoint_dir, ds))
+    from ..provenance import capture  # what launched it: git commit and dirty state, notebook, cell hash
+
+    config["provenance"] = capture()
     now = time.time()
     with catalog().tx() as db:
+        if job_entry(name).exists() or job_entry(name).is_symlink():  # left by a deletion cut short: no one uses it
+            remove_job_dir(name)
         db.execute(
             "INSERT INTO jobs (name, state, config, priority, n_devices, steps, created, updated) "
             "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
-            (name, json.dumps(config), priority, n, steps, now, now),
+            (name, json.dumps(config), priority, n, cfg.steps, now, now),
         )
-    catalog().audit("job.submit", name, dataset=f"{ds.name}@{ds.version}", model=config["model"], devices=n)
+    where = {"on": "ray", "hosts": gang.hosts} if gang else {}
+    catalog().audit("job.submit", name, dataset=f"{ds.name}@{ds.version}", model=config["model"], devices=n, **where)
     schedule()
+    keeper.ensure()
     job = Job(name)
     if wait:
         job.wait()
@@ -142,13 +166,24 @@ def job(name: str) -> Job:
 
 
 def jobs() -> list[Job]:
-    """Every job, oldest first (noticing dead workers and moving the queue first)."""
-    schedule()
-    return [Job(r["name"]) for r in records.rows()]
+    """Every job, oldest first, as the catalog has them now (one deleted meanwhile is left out)."""
+    out = []
+    for r in records.rows():
+        with contextlib.suppress(NotFound):
+            out.append(Job(r["name"]))
+    return out
+
+
+def delete_job(name: str, force: bool = False) -> int:
+    """``%aios job delete NAME``: remove a stopped job and its files; returns the bytes freed."""
+    return joblib.delete(check_name(name, "job"), force=force)
 
 
 def devices() -> dict[str, Any]:
-    """Every device with the job holding it, and the queue waiting for devices."""
+    """Every device with the job holding it, the queue (local jobs, then cluster jobs, each in start order),
+    and the connected Ray cluster's nodes as last seen (``"cluster"``: None when none is connected)."""
+    from ..cluster import devices as cluster_devices
+
     inv = inventory()
     holders = {}
     for r in records.rows(("running",)):
@@ -159,8 +194,16 @@ def devices() -> dict[str, Any]:
         {"id": i, "kind": inv.kind, "name": inv.names[i], "job": holders.get(i), **stats.get(i, {})}
         for i in range(inv.count)
     ]
+    waiting = order(view(r) for r in records.rows(("queued",)))
     queue = [
-        {"name": r["name"], "n_devices": r["n_devices"], "priority": r["priority"], "created": r["created"]}
-        for r in sorted(records.rows(("queued",)), key=lambda r: (-r["priority"], r["created"]))
+        {
+            "name": j.name,
+            "n_devices": j.n_devices,
+            "priority": j.priority,
+            "created": j.created,
+            "on": "ray" if j.gang else "local",
+            **({"hosts": j.gang.hosts, "devices_per_host": j.gang.devices_per_host} if j.gang else {}),
+        }
+        for j in sorted(waiting, key=lambda j: j.gang is not None)
     ]
-    return {"kind": inv.kind, "devices": devs, "queue": queue}
+    return {"kind": inv.kind, "devices": devs, "queue": queue, "cluster": cluster_devices()}

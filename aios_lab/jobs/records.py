@@ -9,13 +9,13 @@ from typing import Any
 from .. import procs
 from ..catalog import catalog
 
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = ("succeeded", "failed", "cancelled", "pruned")  # pruned: a sweep trial stopped early (checkpointed)
 STATES = ("queued", "running", "interrupted", *TERMINAL)
 
 
 def row(name: str) -> dict[str, Any] | None:
     r = catalog().one("SELECT * FROM jobs WHERE name = ?", (name,))
-    return _decode(r) if r else None
+    return decode(r) if r else None
 
 
 def rows(states: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
@@ -24,10 +24,11 @@ def rows(states: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
         found = catalog().query(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY created", states)
     else:
         found = catalog().query("SELECT * FROM jobs ORDER BY created")
-    return [_decode(r) for r in found]
+    return [decode(r) for r in found]
 
 
-def _decode(r) -> dict[str, Any]:
+def decode(r) -> dict[str, Any]:
+    """A catalog row as a dict, with ``config`` and ``devices`` parsed from JSON."""
     d = dict(r)
     d["config"] = json.loads(d["config"])
     d["devices"] = json.loads(d["devices"]) if d["devices"] else []

@@ -7,7 +7,10 @@ import threading
 import time
 from typing import Any
 
+from .. import metric_names as mn
 from ..catalog import catalog
+from ..event_files import EventLog
+from .paths import job_dir
 
 
 class MetricsSink:
@@ -19,12 +22,14 @@ class MetricsSink:
         self._step = None
         self._last = 0.0
         self._lock = threading.Lock()
+        self.events = EventLog(job_dir(job))  # the same rows as TensorBoard event files
 
     def add(self, row: dict[str, Any]) -> None:
         with self._lock:
             self._rows.append(row)
-            if row.get("split") is None:
-                self._step = int(row["step"])
+            if row.get(mn.SPLIT) is None:
+                self._step = int(row[mn.STEP])
+        self.events.add(row)
         if time.monotonic() - self._last >= self.interval:
             self.flush()
 
@@ -39,6 +44,7 @@ class MetricsSink:
         with self._lock:
             rows, self._rows, step = self._rows, [], self._step
         self._last = time.monotonic()
+        self.events.flush()
         if not rows and step is None:
             return
         with catalog().tx() as db:
@@ -47,10 +53,10 @@ class MetricsSink:
                 [
                     (
                         self.job,
-                        int(r["step"]),
-                        float(r.get("time", time.time())),
-                        r.get("split"),
-                        json.dumps({k: v for k, v in r.items() if k not in ("step", "time", "split")}),
+                        int(r[mn.STEP]),
+                        float(r.get(mn.TIME, time.time())),
+                        r.get(mn.SPLIT),
+                        json.dumps({k: v for k, v in r.items() if k not in (mn.STEP, mn.TIME, mn.SPLIT)}),
                     )
                     for r in rows
                 ],
@@ -60,6 +66,7 @@ class MetricsSink:
 
     def forget_after(self, step: int) -> None:
         """Drop rows past ``step`` (a resumed run logs those steps again)."""
+        self.events.purge_step = step
         with catalog().tx() as db:
             db.execute("DELETE FROM metrics WHERE job=? AND step>?", (self.job, step))
             db.execute("UPDATE jobs SET step=? WHERE name=?", (step, self.job))

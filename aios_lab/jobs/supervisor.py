@@ -1,7 +1,9 @@
 """``python -m aios_lab.jobs.supervisor JOB``: runs a job's worker process(es) and outlives them.
 
 It restarts a worker that died without saying why (killed, out of memory) from the latest
-checkpoint, up to the job's retry limit, and moves the queue on when the job ends.
+checkpoint, up to the job's retry limit, and moves the queue on when the job ends (one scheduling
+pass, so the next job starts at once, and a queue keeper if work is left and none runs). A cluster
+job's supervisor runs its gang on Ray instead of local workers (``cluster_run``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 
 from .. import config
 from ..procs import free_port
-from . import records
+from . import keeper, records
 from .devices import worker_env
 from .paths import log_path
 from .scheduler import schedule
@@ -60,8 +62,24 @@ def supervise(name: str) -> None:
     resume, the old supervisor finds a new owner and leaves the job alone.
     """
     me = os.getpid()
-    records.update(name, supervisor_pid=me)
+    if not records.update(name, {"state": "running"}, supervisor_pid=me):
+        return  # the launch was given up (or the job cancelled) before we started: leave it alone
     mine = {"supervisor_pid": me}
+    j = records.row(name)
+    if j is not None and j["config"].get("on") == "ray":
+        from .cluster_run import supervise_gang
+
+        supervise_gang(name, me)
+    else:
+        _supervise_workers(name, mine)
+    records.update(name, mine, supervisor_pid=None)
+    schedule()  # the devices are free now: start the next job at once rather than at the keeper's next pass
+    keeper.ensure()
+
+
+def _supervise_workers(name: str, mine: dict) -> None:
+    """Local workers until the job ends: a worker that died is restarted from the latest checkpoint."""
+    me = mine["supervisor_pid"]
     while True:
         codes = run_workers(name)
         j = records.row(name)
@@ -82,8 +100,6 @@ def supervise(name: str) -> None:
         )
         if not records.update(name, mine, attempts=j["attempts"] + 1, error=why):
             break
-    records.update(name, mine, supervisor_pid=None)
-    schedule()
 
 
 if __name__ == "__main__":

@@ -4,11 +4,15 @@ Started by the job's supervisor with ``CUDA_VISIBLE_DEVICES`` (or the XLA host d
 already set. It reads the job from the catalog, resumes from the latest checkpoint, streams
 metrics back, polls for a cancel request, and records how it ended. Exit codes: 0 ended
 (succeeded, cancelled or stopped by a signal), 3 failed for a reason that a retry cannot fix.
+
+In a multi-process job the lead (process 0) alone polls for a cancel and writes the catalog; every
+process stops at the step the lead decides (``agreed_stop``), so all of them save one checkpoint there.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -17,7 +21,9 @@ import traceback
 
 from .. import config
 from ..errors import AiosError
+from ..worker_hooks import WorkerHooks
 from . import records
+from .agreed_stop import NO_PREEMPTION_SERVICE, should_stop as agreed
 from .paths import checkpoint_dir
 from .sink import MetricsSink
 
@@ -26,6 +32,7 @@ CANCEL_POLL_S = 0.5
 
 def main(argv: list[str] | None = None) -> int:
     config.private_umask()
+    os.environ.update(NO_PREEMPTION_SERVICE)  # before JAX loads: SIGTERM stays ours
     p = argparse.ArgumentParser(prog="python -m aios_lab.jobs.worker")
     p.add_argument("job")
     p.add_argument("--coordinator", help="jax.distributed coordinator address host:port")
@@ -62,29 +69,34 @@ def main(argv: list[str] | None = None) -> int:
                 why["cancel"] = True
                 stop.set()
 
-    threading.Thread(target=watch_cancel, daemon=True).start()
+    if lead:
+        threading.Thread(target=watch_cancel, daemon=True).start()
     sink = MetricsSink(name) if lead else None
+    hooks = WorkerHooks(name, stop) if lead else None  # a sweep's pruner, profile requests
     print(
-        f"[aios] worker {args.process_id}/{args.num_processes} of job {name} starting "
-        f"(pid {__import__('os').getpid()})",
+        f"[aios] worker {args.process_id}/{args.num_processes} of job {name} starting (pid {os.getpid()})",
         flush=True,
     )
 
     def on_metrics(row):
         if sink:
             sink.add(row)
+        if hooks:
+            hooks.on_row(row)
 
     if sink:  # a resumed run logs the steps after its checkpoint again
         sink.forget_after(_latest_checkpoint(name))
 
     try:
-        train(
+        summary = train(
             cfg,
             on_metrics=on_metrics,
-            should_stop=stop.is_set,
+            should_stop=(hooks.wrap if hooks else _same)(agreed(stop.is_set, args.num_processes)),
             checkpoint_dir=checkpoint_dir(name),
             on_start=(lambda info: records.update(name, info=info)) if lead else None,
         )
+        if hooks:
+            hooks.close()
         if args.coordinator:  # every process leaves together, before the lead's catalog writes
             import jax
 
@@ -96,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         return _end(
             name, lead, sink, "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", code=3
         )
+    if hooks and hooks.pruned:
+        return _end(name, lead, sink, "pruned", None)
+    if summary.get("stopped") and not why:  # another process was signalled: all stopped at one step
+        why["signal"] = "to another worker"
     if why.get("cancel"):
         return _end(name, lead, sink, "cancelled", None)
     if why.get("signal"):
@@ -103,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             name, lead, sink, "interrupted", f"stopped by signal {why['signal']}; `%aios resume {name}` continues it"
         )
     return _end(name, lead, sink, "succeeded", None)
+
+
+def _same(fn):
+    return fn
 
 
 def _latest_checkpoint(name: str) -> int:

@@ -9,11 +9,14 @@ Routes (all behind Jupyter's authentication; POSTs also behind its XSRF check)::
     GET  /aios/api/jobs | devices | models | endpoints | datasets
     GET  /aios/api/jobs/NAME                 the job's JSON model plus its checkpoints
     GET  /aios/api/jobs/NAME/metrics?since=N metric rows with step > N
+    GET  /aios/api/jobs/NAME/charts          the job's charts as HTML+SVG (aios_lab.charts, as the widget draws them)
     GET  /aios/api/jobs/NAME/log?tail=N      the last N lines of the worker's log
     POST /aios/api/jobs/NAME/cancel          checkpoint, then stop
     POST /aios/api/jobs/NAME/resume          body {"steps": S} (optional)
+    GET  /aios/api/metrics                   jobs, devices and the queue for Prometheus (aios_lab.observability)
 
-GETs carry an ETag and answer 304 to a matching ``If-None-Match``.
+JSON GETs carry an ETag and answer 304 to a matching ``If-None-Match``. Errors answer ``{"message", "error"}``
+with the status of :func:`aios_lab.errors.http_status` (404 unknown job, 409 conflict, 400 invalid).
 """
 
 from __future__ import annotations

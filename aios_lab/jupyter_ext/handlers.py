@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,11 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
+from ..errors import AiosError, http_status
+from ..observability import render
 from . import views
+
+log = logging.getLogger("aios_lab.jupyter_ext")
 
 NAME = r"(?P<name>[a-z0-9][a-z0-9._-]{0,63})"
 MAX_TAIL = 5000
@@ -29,11 +34,10 @@ class AiosHandler(APIHandler):
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
-    def reply(self, body: Any, status: int = 200) -> None:
+    def reply(self, body: Any) -> None:
         data = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        self.set_status(status)
         self.set_header("Cache-Control", "no-cache")
-        if status == 200 and self.request.method == "GET":
+        if self.request.method == "GET":
             self.set_header("Etag", '"' + hashlib.sha1(data.encode()).hexdigest() + '"')
             if self.check_etag_header():
                 self.set_status(304)
@@ -44,23 +48,21 @@ class AiosHandler(APIHandler):
     def compute_etag(self) -> str | None:
         return None  # set explicitly in reply(); tornado's automatic one would hash the body again
 
-    def fail(self, status: int, message: str, **extra: Any) -> None:
-        self.set_status(status)
-        self.finish(json.dumps({"message": message, **extra}))
-
     async def guarded(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Call ``fn`` (a job route) and reply; a missing job is 404, an unavailable feature 404 with a
-        reason, a refused action (AiosError) 409."""
-        from ..errors import AiosError
-
+        """Call ``fn`` off the loop and reply. An :class:`AiosError` answers its :func:`http_status` (404 unknown
+        job, 409 conflict, 400 invalid) with ``{"message", "error"}``; anything else is a bug: 500, logged."""
         try:
-            self.reply(await self.call(fn, *args))
-        except views.Unavailable as exc:
-            self.fail(404, str(exc), available=False)
-        except LookupError as exc:
-            self.fail(404, str(exc) or "no such job", missing="job")
+            body = await self.call(fn, *args)
         except AiosError as exc:
-            self.fail(409, str(exc))
+            self.set_status(http_status(exc))
+            self.finish(json.dumps({"message": str(exc), "error": type(exc).__name__}))
+            return
+        except Exception:
+            log.exception("aios sidebar API: %s %s failed", self.request.method, self.request.path)
+            self.set_status(500)
+            self.finish(json.dumps({"message": "the aios API failed; the Jupyter server's log has the traceback"}))
+            return
+        self.reply(body)
 
     def int_argument(self, name: str, default: int | None, low: int, high: int) -> int | None:
         raw = self.get_query_argument(name, None)
@@ -78,7 +80,7 @@ class AiosHandler(APIHandler):
 class OverviewHandler(AiosHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
-        self.reply(await self.call(views.overview))
+        await self.guarded(views.overview)
 
 
 class ListHandler(AiosHandler):
@@ -89,7 +91,7 @@ class ListHandler(AiosHandler):
 
     @tornado.web.authenticated
     async def get(self) -> None:
-        self.reply(await self.call(self.fn))
+        await self.guarded(self.fn)
 
 
 class JobHandler(AiosHandler):
@@ -103,6 +105,12 @@ class MetricsHandler(AiosHandler):
     async def get(self, name: str) -> None:
         since = self.int_argument("since", None, -1, 2**62)
         await self.guarded(views.job_metrics, name, since)
+
+
+class ChartsHandler(AiosHandler):
+    @tornado.web.authenticated
+    async def get(self, name: str) -> None:
+        await self.guarded(views.job_charts, name)
 
 
 class LogHandler(AiosHandler):
@@ -121,16 +129,40 @@ class CancelHandler(AiosHandler):
 class ResumeHandler(AiosHandler):
     @tornado.web.authenticated
     async def post(self, name: str) -> None:
-        steps = None
-        if self.request.body:
-            try:
-                body = json.loads(self.request.body)
-            except ValueError:
-                raise tornado.web.HTTPError(400, 'the body must be JSON, e.g. {"steps": 1000}') from None
-            steps = body.get("steps") if isinstance(body, dict) else None
-            if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
-                raise tornado.web.HTTPError(400, "steps must be a positive integer")
-        await self.guarded(views.resume_job, name, steps)
+        await self.guarded(views.resume_job, name, resume_steps(self.request.body))
+
+
+class PrometheusHandler(AiosHandler):
+    """``GET /aios/api/metrics``: jobs, devices and the queue for a Prometheus server (text format, or
+    OpenMetrics when the scraper's Accept asks for it). Scrapes do not count as user activity."""
+
+    _track_activity = False
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        await self.guarded(render, self.request.headers.get("Accept"))
+
+    def reply(self, body: tuple[bytes, str]) -> None:
+        data, content_type = body
+        self.set_header("Cache-Control", "no-cache")
+        self.finish(data, set_content_type=content_type)
+
+
+def resume_steps(body: bytes) -> int | float | None:
+    """The ``steps`` of a resume request's body (``{}`` or ``{"steps": N}``) checked for JSON type; the bound
+    is ``Job.resume``'s (``--steps``), so every face refuses the same numbers with the same words."""
+    if not body.strip():
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise tornado.web.HTTPError(400, 'the body must be JSON, e.g. {"steps": 1000}') from None
+    if not isinstance(data, dict) or set(data) - {"steps"}:
+        raise tornado.web.HTTPError(400, 'the body must be a JSON object with at most "steps", e.g. {"steps": 1000}')
+    steps = data.get("steps")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, float))):
+        raise tornado.web.HTTPError(400, f"steps must be a whole number, not {json.dumps(steps)}")
+    return steps
 
 
 def routes(base_url: str) -> list[tuple]:
@@ -140,6 +172,7 @@ def routes(base_url: str) -> list[tuple]:
         (url_path_join(api, "jobs"), ListHandler, {"fn": views.list_jobs}),
         (url_path_join(api, "jobs", NAME), JobHandler),
         (url_path_join(api, "jobs", NAME, "metrics"), MetricsHandler),
+        (url_path_join(api, "jobs", NAME, "charts"), ChartsHandler),
         (url_path_join(api, "jobs", NAME, "log"), LogHandler),
         (url_path_join(api, "jobs", NAME, "cancel"), CancelHandler),
         (url_path_join(api, "jobs", NAME, "resume"), ResumeHandler),
@@ -147,4 +180,5 @@ def routes(base_url: str) -> list[tuple]:
         (url_path_join(api, "models"), ListHandler, {"fn": views.list_models}),
         (url_path_join(api, "endpoints"), ListHandler, {"fn": views.list_endpoints}),
         (url_path_join(api, "datasets"), ListHandler, {"fn": views.list_datasets}),
+        (url_path_join(api, "metrics"), PrometheusHandler),
     ]

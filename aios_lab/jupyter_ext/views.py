@@ -1,43 +1,30 @@
 """What the sidebar shows, read through the public Python API only (no Jupyter imports here).
 
-Each ``list_*`` function answers ``{"<kind>": [...], "available": bool}``; a part of aios_lab that is
-not installed yet (or not written yet) answers an empty list with ``available: false`` and a
-``reason`` instead of failing, so the sidebar can say so.
+Each ``list_*`` function answers ``{"<kind>": [...]}``. Errors are :class:`~aios_lab.errors.AiosError`
+subclasses, which the handlers map to HTTP status with :func:`~aios_lab.errors.http_status`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
-import re
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import charts
+from ..data import datasets
+from ..jobs import devices, job, jobs
+from ..registry import list_models as registry_models
+from ..serve import endpoints
+
 log = logging.getLogger("aios_lab.jupyter_ext")
 
 SPARK_POINTS = 40
-
-
-class Unavailable(Exception):
-    """A feature whose module or function is not there (yet)."""
-
-
-def api(module: str, attr: str) -> Callable[..., Any]:
-    """``module.attr``, imported on first use; :class:`Unavailable` when it is not there."""
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        raise Unavailable(f"{module} is not available ({exc})") from exc
-    fn = getattr(mod, attr, None)
-    if fn is None:
-        raise Unavailable(f"{module}.{attr} is not available yet")
-    return fn
+MAX_ROWS = 20_000  # metric rows held per job; past it the training rows are thinned (evaluations are kept)
+MAX_CHARTED = 16  # jobs whose metric rows are held (the ones whose charts were asked for last)
 
 
 def jsonable(value: Any) -> Any:
@@ -66,119 +53,134 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _listing(kind: str, module: str, attr: str) -> dict[str, Any]:
-    try:
-        items = api(module, attr)()
-    except Unavailable as exc:
-        return {kind: [], "available": False, "reason": str(exc)}
-    return {kind: jsonable(list(items)), "available": True}
-
-
 # ---- jobs ------------------------------------------------------------------------------------
 
 
-class _Losses:
-    """The training losses of one job seen so far; each poll reads only the rows after ``last``."""
+class _History:
+    """What the views keep of one run of a job: its training losses (the list's sparkline) and, once its charts
+    were asked for, its metric rows. Each poll reads only the rows after ``last``."""
 
-    __slots__ = ("losses", "last", "run")
+    __slots__ = ("run", "last", "losses", "rows")
 
-    def __init__(self, run: Any = None) -> None:
-        self.losses: list[float] = []
-        self.last: int | None = None
+    def __init__(self, run: Any, rows: bool) -> None:
         self.run = run
+        self.last: int | None = None
+        self.losses: list[float] = []
+        self.rows: list[dict[str, Any]] | None = [] if rows else None
+
+    def add(self, fresh: list[dict[str, Any]]) -> None:
+        if not fresh:
+            return
+        if self.last is None:
+            fresh = _dedupe(fresh)
+        self.last = max(self.last if self.last is not None else fresh[0]["step"], max(r["step"] for r in fresh))
+        self.losses += [float(r["loss"]) for r in fresh if not r.get("split") and _number(r.get("loss")) is not None]
+        if len(self.losses) > 50 * SPARK_POINTS:  # memory stays flat for very long jobs
+            self.losses = charts.thin(self.losses, 10 * SPARK_POINTS)
+        if self.rows is not None:
+            rows = self.rows + fresh
+            if len(rows) > MAX_ROWS:  # every evaluation stays, an even sample of the training rows
+                keep = {id(r) for r in charts.thin([r for r in rows if not r.get("split")], MAX_ROWS // 2)}
+                rows = [r for r in rows if r.get("split") or id(r) in keep]
+            self.rows = rows
 
 
-_losses: dict[str, _Losses] = {}
-_losses_lock = threading.Lock()
+_history: dict[str, _History] = {}
+_charted: list[str] = []  # the jobs whose rows are held, most recently charted last
+_history_lock = threading.Lock()
 
 
-def spark(job: Any, run: Any = None) -> list[float]:
-    """The last training losses of a job (at most :data:`SPARK_POINTS`, evenly thinned), read incrementally."""
-    with _losses_lock:
-        held = _losses.get(job.name)
-        if held is None or held.run != run:  # new, or started again (resumed from a checkpoint)
-            held = _losses[job.name] = _Losses(run)
-        try:
-            rows = job.metrics(since_step=held.last)
-        except Exception:  # a job deleted meanwhile
-            rows = []
-        for r in rows:
-            if not r.get("split") and isinstance(r.get("loss"), (int, float)):
-                held.losses.append(float(r["loss"]))
-            if isinstance(r.get("step"), int):
-                held.last = r["step"] if held.last is None else max(held.last, r["step"])
-        if len(held.losses) > 50 * SPARK_POINTS:  # keep memory flat for very long jobs
-            held.losses = downsample(held.losses, 10 * SPARK_POINTS)
-        return downsample(held.losses, SPARK_POINTS)
+def _run(info: dict[str, Any]) -> Any:
+    """What identifies one run of a job: a resume starts a new one (and may go back to an earlier step)."""
+    return info.get("created"), info.get("started")
 
 
-def downsample(values: list[float], n: int) -> list[float]:
-    """At most ``n`` evenly spaced values, always keeping the last one."""
-    if len(values) <= n:
-        return list(values)
-    stride = (len(values) - 1) / (n - 1)
-    return [values[round(i * stride)] for i in range(n)]
+def history(j: Any, run: Any, rows: bool = False) -> _History:
+    """What is known of job ``j``'s current ``run``, brought up to date; ``rows`` also keeps its metric rows
+    (for the charts; held for the :data:`MAX_CHARTED` most recently charted jobs)."""
+    with _history_lock:
+        held = _history.get(j.name)
+        if held is None or held.run != run or (rows and held.rows is None):
+            held = _history[j.name] = _History(run, rows)
+        held.add(j.metrics(since_step=held.last))
+        if rows:
+            if j.name in _charted:
+                _charted.remove(j.name)
+            _charted.append(j.name)
+            for name in _charted[:-MAX_CHARTED]:
+                _charted.remove(name)
+                if name in _history:
+                    _history[name].rows = None
+        return held
+
+
+def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (split, step), the newest winning (a job resumed from an earlier checkpoint logs steps again)."""
+    latest = {(r.get("split"), r["step"]): r for r in rows}
+    return sorted(latest.values(), key=lambda r: r["step"])
+
+
+def _forget_other_jobs(names: set[str]) -> None:
+    with _history_lock:
+        for gone in set(_history) - names:
+            del _history[gone]
+            if gone in _charted:
+                _charted.remove(gone)
+
+
+def spark(losses: list[float]) -> list[float]:
+    """A job's training losses for the list's sparkline: at most :data:`SPARK_POINTS`, evenly thinned."""
+    return charts.thin(losses, SPARK_POINTS)
 
 
 def list_jobs() -> dict[str, Any]:
-    try:
-        jobs = api("aios_lab.jobs", "jobs")()
-    except Unavailable as exc:
-        return {"jobs": [], "available": False, "reason": str(exc)}
     out = []
-    for job in jobs:
-        model = jsonable(job.to_json())
-        model["spark"] = spark(job, (model.get("created"), model.get("started")))
+    for j in jobs():
+        model = jsonable(j.to_json())
+        model["spark"] = spark(history(j, _run(model)).losses)
         out.append(model)
-    with _losses_lock:
-        for gone in set(_losses) - {j["name"] for j in out}:
-            del _losses[gone]
-    return {"jobs": out, "available": True}
-
-
-def get_job(name: str) -> Any:
-    """The Job handle (:class:`LookupError` when there is no such job)."""
-    from ..errors import AiosError
-
-    job_fn = api("aios_lab.jobs", "job")
-    try:
-        return job_fn(name)
-    except (AiosError, KeyError, LookupError) as exc:
-        raise LookupError(str(exc) or f"no job named {name!r}") from exc
+    _forget_other_jobs({j["name"] for j in out})
+    return {"jobs": out}
 
 
 def job_detail(name: str) -> dict[str, Any]:
-    job = get_job(name)
-    model = jsonable(job.to_json())
-    try:
-        model["checkpoints"] = jsonable(list(job.checkpoints()))
-    except Exception as exc:  # no checkpoint folder yet
-        log.debug("checkpoints of %s: %s", name, exc)
-        model["checkpoints"] = []
+    j = job(name)
+    model = jsonable(j.to_json())
+    model["checkpoints"] = jsonable(list(j.checkpoints()))
     return model
 
 
 def job_metrics(name: str, since_step: int | None) -> dict[str, Any]:
-    job = get_job(name)
-    rows = jsonable(list(job.metrics(since_step=since_step)))
+    rows = jsonable(list(job(name).metrics(since_step=since_step)))
     last = max((r.get("step", 0) for r in rows), default=since_step)
     return {"name": name, "since_step": since_step, "last_step": last, "metrics": rows}
 
 
+def job_charts(name: str) -> dict[str, Any]:
+    """The job's charts as markup from :func:`aios_lab.charts.job_charts`, the drawing the widget shows too."""
+    j = job(name)
+    info = jsonable(j.to_json())
+    rows = history(j, _run(info), rows=True).rows or []
+    return {
+        "name": name,
+        "step": info["step"],
+        "rows": len(rows),
+        "html": charts.job_charts(rows, info.get("metric_names")),
+    }
+
+
 def job_log(name: str, tail: int) -> dict[str, Any]:
-    job = get_job(name)
-    return {"name": name, "tail": tail, "log": job.log_tail(tail) or ""}
+    """The log's last lines (``Job.log_tail`` refuses a log that is a symbolic link: 403)."""
+    return {"name": name, "tail": tail, "log": job(name).log_tail(tail)}
 
 
 def cancel_job(name: str) -> dict[str, Any]:
-    job = get_job(name)
-    job.cancel()
+    job(name).cancel()
     return job_detail(name)
 
 
 def resume_job(name: str, steps: int | None) -> dict[str, Any]:
-    job = get_job(name)
-    job.resume(steps=steps)
+    job(name).resume(steps=steps)
     return job_detail(name)
 
 
@@ -187,84 +189,62 @@ def resume_job(name: str, steps: int | None) -> dict[str, Any]:
 
 def list_devices() -> dict[str, Any]:
     """Accelerators (with the job holding each) and the queue of jobs waiting for them."""
-    try:
-        found = jsonable(api("aios_lab.jobs", "devices")())
-    except Unavailable as exc:
-        return {"devices": [], "queue": [], "available": False, "reason": str(exc)}
-    return {"devices": found["devices"], "queue": found["queue"], "available": True}
+    found = jsonable(devices())
+    return {"devices": found["devices"], "queue": found["queue"]}
 
 
 def list_models() -> dict[str, Any]:
-    return _listing("models", "aios_lab.registry", "list_models")
+    return {"models": jsonable(list(registry_models()))}
 
 
-PROBE_EVERY_S = 2.0
-_probes: dict[str, tuple[float, dict[str, Any]]] = {}
-_request_counts: dict[str, tuple[float, float]] = {}
-_probe_lock = threading.Lock()
+STALE_AFTER_S = 10.0  # a status older than this (or 5 of the server's intervals) means the server stopped publishing
 
 
 def list_endpoints() -> dict[str, Any]:
-    """Endpoints with their readiness (``/v2/health/ready``) and request rate (from ``/metrics``)."""
-    listing = _listing("endpoints", "aios_lab.serve", "endpoints")
-    for ep in listing["endpoints"]:
-        if isinstance(ep, dict):
-            ep.update(probe(ep))
-    return listing
+    """Endpoints as the catalog has them, with the numbers each server publishes into its own row (its
+    ``status``, refreshed every couple of seconds). Nothing here contacts an endpoint, so no credential is
+    sent anywhere; a server that is alive is one whose process runs and whose status is fresh."""
+    now = time.time()
+    out = []
+    for ep in endpoints():
+        info = jsonable(ep)
+        status = info.pop("status", None)
+        info.update(endpoint_status(status if isinstance(status, dict) else {}, info.get("state"), now))
+        out.append(info)
+    return {"endpoints": out}
 
 
-def probe(ep: dict[str, Any]) -> dict[str, Any]:
-    """``{"ready": bool, "requests_per_s": float | None}`` of a live endpoint, re-read at most every 2 s."""
-    url = ep.get("url")
-    if not isinstance(url, str) or ep.get("state") not in ("running", "starting", "draining"):
-        return {"ready": False, "requests_per_s": None}
-    now = time.monotonic()
-    with _probe_lock:
-        held = _probes.get(url)
-        if held and now - held[0] < PROBE_EVERY_S:
-            return held[1]
-    out = {"ready": _http_ok(url + "/v2/health/ready"), "requests_per_s": None}
-    total = _request_total(url)
-    with _probe_lock:
-        if total is not None:
-            before = _request_counts.get(url)
-            if before and now > before[0] and total >= before[1]:
-                out["requests_per_s"] = round((total - before[1]) / (now - before[0]), 1)
-            _request_counts[url] = (now, total)
-        _probes[url] = (now, out)
-    return out
+def endpoint_status(status: dict[str, Any], state: Any, now: float) -> dict[str, Any]:
+    """What the sidebar shows from an endpoint's published status: readiness, request count and rate, errors,
+    and the models whose last hot swap failed or that would not load."""
+    published = _number(status.get("time"))
+    interval = _number(status.get("interval_s")) or 0.0
+    fresh = published is not None and now - published <= max(STALE_AFTER_S, 5 * interval)
+    models = status.get("models") if isinstance(status.get("models"), dict) else {}
+    swaps, loads = [], []
+    for name, m in sorted(models.items()):
+        m = m if isinstance(m, dict) else {}
+        if isinstance(m.get("swap_failure"), dict):
+            swaps.append({**m["swap_failure"], "model": name})
+        if m.get("load_failure"):
+            loads.append({"model": name, "reason": str(m["load_failure"])})
+    return {
+        "ready": state == "running" and bool(status.get("ready")) and fresh,
+        "requests_total": _number(status.get("requests")),
+        "requests_per_s": _number(status.get("requests_per_s")),
+        "errors": _number(status.get("errors")),
+        "rejected": _number(status.get("rejected")),
+        "swap_failures": swaps,
+        "load_failures": loads,
+    }
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=0.5) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-_SAMPLE = re.compile(r"^aios_serve_requests_total\{(?P<labels>[^}]*)\}\s+(?P<value>[0-9.eE+-]+)$", re.M)
-
-
-def _request_total(url: str) -> float | None:
-    """The endpoint's count of served requests (health checks and metric scrapes left out)."""
-    try:
-        token = api("aios_lab.serve.auth", "default_token")()
-        req = urllib.request.Request(url + "/metrics", headers={"Authorization": f"Bearer {token}"})
-        with urllib.request.urlopen(req, timeout=0.5) as r:
-            text = r.read(4_000_000).decode("utf-8", "replace")
-    except Exception:  # not our kind of endpoint, no token, gone meanwhile
-        return None
-    total = 0.0
-    for m in _SAMPLE.finditer(text):
-        if 'route="health' in m["labels"] or 'route="metrics"' in m["labels"]:
-            continue
-        total += float(m["value"])
-    return total
+def _number(v: Any) -> float | None:
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def list_datasets() -> dict[str, Any]:
-    return _listing("datasets", "aios_lab.data", "datasets")
+    return {"datasets": jsonable(list(datasets()))}
 
 
 def _section(fn: Callable[[], dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -273,7 +253,7 @@ def _section(fn: Callable[[], dict[str, Any]], kind: str) -> dict[str, Any]:
         return fn()
     except Exception as exc:
         log.exception("aios sidebar: reading %s failed", kind)
-        return {kind: [], "available": True, "error": f"{type(exc).__name__}: {exc}"}
+        return {kind: [], "error": f"{type(exc).__name__}: {exc}"}
 
 
 def overview() -> dict[str, Any]:

@@ -13,16 +13,21 @@ from typing import Any
 import numpy as np
 
 from ..catalog import catalog
-from ..errors import AiosError
+from ..errors import AiosError, InvalidInput
+from .lm_artifact import is_lm
 from .publish import FILES, FORMAT, sha256_bytes
 from .versions import ModelVersion, get
 
 
-def verify(mv: ModelVersion) -> dict[str, bytes]:
-    """Read and check every file of ``mv``; returns their verified bytes. Tampering raises a one-line AiosError."""
+def _bad(mv: ModelVersion) -> tuple[str, str]:
+    return f"model {mv.ref} at {mv.path} failed verification:", "; republish it (the version is immutable) or delete it"
+
+
+def manifest(mv: ModelVersion) -> dict[str, dict]:
+    """The version's manifest entries (name -> {sha256, bytes}), after checking manifest.json against the
+    catalog row and that the folder holds exactly the files it lists and the ones every version has."""
     path = Path(mv.path)
-    bad = f"model {mv.ref} at {path} failed verification:"
-    fix = "; republish it (the version is immutable) or delete it"
+    bad, fix = _bad(mv)
     if not path.is_dir():
         raise AiosError(f"{bad} its directory is missing{fix}")
     try:
@@ -31,28 +36,37 @@ def verify(mv: ModelVersion) -> dict[str, bytes]:
         raise AiosError(f"{bad} manifest.json is missing{fix}") from None
     if sha256_bytes(raw) != mv.manifest_sha256:
         raise AiosError(f"{bad} manifest.json does not match the sha256 recorded at publish{fix}")
-    manifest = json.loads(raw)
-    listed = manifest.get("files", {})
+    listed = json.loads(raw).get("files", {})
     present = {p.name for p in path.iterdir()} - {"manifest.json"}
     extra = sorted(present - set(listed))
     if extra:
         raise AiosError(f"{bad} unexpected file(s) {', '.join(extra)} not in the manifest{fix}")
-    out = {}
-    for name, want in sorted(listed.items()):
-        try:
-            b = (path / name).read_bytes()
-        except OSError:
-            raise AiosError(f"{bad} {name} is missing{fix}") from None
-        if len(b) != want["bytes"]:
-            what = "truncated" if len(b) < want["bytes"] else "longer than published"
-            raise AiosError(f"{bad} {name} is {what} ({len(b)} of {want['bytes']} bytes){fix}")
-        if sha256_bytes(b) != want["sha256"]:
-            raise AiosError(f"{bad} {name} has been modified (sha256 mismatch){fix}")
-        out[name] = b
-    missing = [f for f in FILES if f not in out]
+    missing = [f for f in FILES if f not in listed]
     if missing:
         raise AiosError(f"{bad} the manifest lacks {', '.join(missing)}{fix}")
-    return out
+    return listed
+
+
+def read_verified(mv: ModelVersion, name: str, listed: dict[str, dict]) -> bytes:
+    """One file of the version, checked against its manifest entry (size, then sha256)."""
+    bad, fix = _bad(mv)
+    want = listed[name]
+    try:
+        b = (Path(mv.path) / name).read_bytes()
+    except OSError:
+        raise AiosError(f"{bad} {name} is missing{fix}") from None
+    if len(b) != want["bytes"]:
+        what = "truncated" if len(b) < want["bytes"] else "longer than published"
+        raise AiosError(f"{bad} {name} is {what} ({len(b)} of {want['bytes']} bytes){fix}")
+    if sha256_bytes(b) != want["sha256"]:
+        raise AiosError(f"{bad} {name} has been modified (sha256 mismatch){fix}")
+    return b
+
+
+def verify(mv: ModelVersion) -> dict[str, bytes]:
+    """Read and check every file of ``mv``; returns their verified bytes. Tampering raises a one-line AiosError."""
+    listed = manifest(mv)
+    return {name: read_verified(mv, name, listed) for name in sorted(listed)}
 
 
 class LoadedModel:
@@ -125,13 +139,15 @@ class LoadedModel:
         if single:
             x = x[None]
         if tuple(x.shape[1:]) != self.input_shape:
-            raise AiosError(
+            raise InvalidInput(
                 f"{self.name}:v{self.version} takes inputs shaped [batch, {', '.join(map(str, self.input_shape))}]"
                 f", got {list(x.shape)}"
             )
         if x.dtype != self.input_dtype:
             if self.input_dtype.kind in "iu" and x.dtype.kind == "f" and not np.all(np.mod(x, 1) == 0):
-                raise AiosError(f"{self.name}:v{self.version} takes integer tokens ({self.input_dtype}); got fractions")
+                raise InvalidInput(
+                    f"{self.name}:v{self.version} takes integer tokens ({self.input_dtype}); got fractions"
+                )
             x = x.astype(self.input_dtype)
         out = self.forward(x)
         return out[0] if single else out
@@ -143,11 +159,24 @@ class LoadedModel:
         return f"<LoadedModel {self.name}:v{self.version} {method} {self.task} input {list(self.input_shape)}>"
 
 
-def load(model: str, version: int | str | None = None, *, device: Any = None, audit: bool = True) -> LoadedModel:
-    """Verify and load ``model`` at ``version`` (a number, an alias such as production, or None for the newest)."""
+def load(
+    model: str, version: int | str | None = None, *, device: Any = None, audit: bool = True, **lm_options: Any
+) -> Any:
+    """Verify and load ``model`` at ``version`` (a number, an alias such as production, or None for the newest).
+
+    A language model comes back as a :class:`~aios_lab.registry.lm_load.LoadedLM` (``generate``,
+    ``tokenizer``, ...; ``lm_options``: ``dtype``, ``stacked``); any other model as a :class:`LoadedModel`."""
     mv = get(model, version)
-    files = verify(mv)
-    loaded = LoadedModel(mv, files, device=device)
+    listed = manifest(mv)
+    definition = json.loads(read_verified(mv, "model.json", listed))
+    if is_lm(definition):
+        from .lm_load import load_lm_version
+
+        loaded = load_lm_version(mv, listed, definition, device=device, **lm_options)
+    else:
+        if lm_options:
+            raise InvalidInput(f"{', '.join(lm_options)} only apply to language models; {mv.ref} is not one")
+        loaded = LoadedModel(mv, verify(mv), device=device)
     if audit:
         catalog().audit(
             "load",
@@ -159,4 +188,4 @@ def load(model: str, version: int | str | None = None, *, device: Any = None, au
     return loaded
 
 
-__all__ = ["load", "verify", "LoadedModel"]
+__all__ = ["load", "verify", "manifest", "read_verified", "LoadedModel"]

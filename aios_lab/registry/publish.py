@@ -8,8 +8,10 @@ Layout of ``AIOS_HOME/models/NAME/vN/`` (read by ``load`` and by the serving pro
     metrics.json        evaluation metrics
     lineage.json        dataset name+version, job, checkpoint step, compression method, code hash
     manifest.json       sha256 and size of every other file; its own sha256 is in the catalog row
+    ...                 a language model adds its Hugging Face tokenizer files (see registry.lm_artifact)
 
-The directory is written aside, made read-only, renamed to ``vN`` and only then recorded in the catalog.
+The directory is written aside, sealed (fsync, private and read-only) and renamed to ``vN`` with
+:mod:`aios_lab.atomic`, inside the catalog transaction that records it (:func:`commit`).
 No pickle anywhere.
 """
 
@@ -21,18 +23,17 @@ import inspect
 import json
 import math
 import os
-import re
-import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import atomic, config, metric_names as mn
 from ..catalog import catalog, next_version, user
-from ..errors import AiosError
+from ..errors import AiosError, InvalidInput, NotFound
 from ..names import check_name
+from . import aliases
 from .versions import ModelVersion, check_alias, get, models_dir
 
 FORMAT = "aios-model/1"
@@ -81,7 +82,7 @@ def _json(obj: Any, what: str) -> bytes:
     try:
         return json.dumps(obj, indent=1, sort_keys=True, allow_nan=False, default=_plain).encode() + b"\n"
     except (TypeError, ValueError) as exc:
-        raise AiosError(f"{what} must be plain JSON (numbers, strings, lists, dicts): {exc}") from None
+        raise InvalidInput(f"{what} must be plain JSON (numbers, strings, lists, dicts): {exc}") from None
 
 
 def _plain(v: Any) -> Any:
@@ -119,17 +120,17 @@ def signature_for(model: Any, params: Any, task: str, input_shape: tuple, input_
         raise
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""
-        raise AiosError(
+        raise InvalidInput(
             f"the parameters do not fit the model on inputs of shape {tuple(input_shape)}: "
             f"{type(exc).__name__}: {first}"
         ) from None
     if not hasattr(out, "shape"):
-        raise AiosError(f"the model returns {type(out).__name__}, not one array; a registry model needs one output")
+        raise InvalidInput(f"the model returns {type(out).__name__}, not one array; a registry model needs one output")
 
     def dt(d: Any) -> str:
         name = np.dtype(d).name
         if name not in V2_DATATYPES:
-            raise AiosError(f"dtype {name} has no Open Inference Protocol datatype")
+            raise InvalidInput(f"dtype {name} has no Open Inference Protocol datatype")
         return V2_DATATYPES[name]
 
     return {
@@ -157,31 +158,49 @@ def publish_params(
     alias: str | None = None,
     method: str | None = None,
     input_dtype: Any = None,
+    files: dict[str, bytes] | None = None,
 ) -> ModelVersion:
     """Write ``params`` (plain or compressed) as the next immutable version of ``model``.
 
     Everything is checked first (names, spec, that the parameters run in the model on ``input_shape``);
     then the artifact is written to a temporary directory, made read-only, renamed to ``vN`` and recorded
     in the catalog (with the alias, if given) in one transaction; the publish is appended to the audit log.
+    ``files``: more files for the version (a language model's tokenizer and chat template; see
+    ``registry.lm_artifact``). A language model spec (``{"kind": "lm", "config": ...}``) with a ``base``
+    (``{"model", "version"}``) gets its base version's tokenizer files unless ``files`` brings them.
     """
     from ..compress import params_file
     from ..compress.quant import parse_method
     from ..train.models import TASKS, build
+    from . import lm_artifact
 
     check_name(model, "model")
     if alias is not None:
         check_alias(alias)
+        aliases.check_publish(model, alias)
     if task not in TASKS:
-        raise AiosError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+        raise InvalidInput(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
     if not isinstance(spec, dict) or "kind" not in spec:
-        raise AiosError("spec must be a model spec dict such as {'kind': 'builtin', 'name': 'mlp', 'config': {}}")
+        raise InvalidInput("spec must be a model spec dict such as {'kind': 'builtin', 'name': 'mlp', 'config': {}}")
     if method is not None:
         method = parse_method(method).name
     input_shape = tuple(int(s) for s in input_shape)
     input_dtype = np.dtype(input_dtype or (np.int32 if task == "lm" else np.float32))
     n_outputs = int(n_outputs)
-    built = build(spec, task, n_outputs, input_shape)
-    signature = signature_for(built, params, task, input_shape, input_dtype)
+    files = dict(files or {})
+    definition_extra: dict[str, Any] = {}
+    if spec["kind"] == lm_artifact.KIND:
+        cfg = lm_artifact.spec_config(spec)
+        _check_lm_params(cfg, spec, params)
+        signature = lm_artifact.signature(cfg)
+        files = {**lm_artifact.base_files(spec, files), **files}
+        definition_extra = lm_artifact.definition_extra(cfg, params, files)
+    else:
+        built = build(spec, task, n_outputs, input_shape)
+        signature = signature_for(built, params, task, input_shape, input_dtype)
+    bad = sorted(n for n in files if n in FILES or n == "manifest.json" or os.path.basename(n) != n or n[:1] == ".")
+    if bad:
+        raise InvalidInput(f"extra files cannot be named {', '.join(bad)}: use plain names, not {', '.join(FILES)}")
     definition = {
         "format": FORMAT,
         "name": model,
@@ -191,6 +210,7 @@ def publish_params(
         "input_dtype": input_dtype.name,
         "n_outputs": n_outputs,
         "method": method,
+        **definition_extra,
     }
     lineage = {"method": method, "code_hash": code_hash(spec), **(lineage or {})}
     lineage.setdefault("aios_lab", _version())
@@ -201,37 +221,56 @@ def publish_params(
         "metrics.json": _json(metrics, "metrics"),
         "lineage.json": _json(lineage, "lineage"),
         "params.safetensors": params_file.tree_to_bytes(params, {"format": "np"}),
+        **{n: bytes(b) for n, b in files.items()},
     }
+    with atomic.staged("model", model) as tmp:
+        for name, b in blobs.items():
+            (tmp / name).write_bytes(b)
+        entries = {n: (sha256_bytes(b), len(b)) for n, b in blobs.items()}
+        return commit(model, tmp, entries, signature, metrics, lineage, alias=alias, method=method)
+
+
+def manifest_bytes(model: str, entries: dict[str, tuple[str, int]]) -> bytes:
+    """manifest.json: the sha256 and size of every other file of a version."""
     manifest = {
         "algorithm": "sha256",
         "model": model,
-        "files": {n: {"sha256": sha256_bytes(b), "bytes": len(b)} for n, b in sorted(blobs.items())},
+        "files": {n: {"sha256": sha, "bytes": int(size)} for n, (sha, size) in sorted(entries.items())},
     }
-    blobs["manifest.json"] = _json(manifest, "manifest")
-    manifest_sha = sha256_bytes(blobs["manifest.json"])
-    total = sum(len(b) for b in blobs.values())
+    return _json(manifest, "manifest")
 
-    root = models_dir(model)
-    root.mkdir(parents=True, exist_ok=True)
-    _sweep(root)
-    tmp = root / f".tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
+
+def commit(
+    model: str,
+    tmp: Path,
+    entries: dict[str, tuple[str, int]],
+    signature: dict[str, Any],
+    metrics: dict[str, Any],
+    lineage: dict[str, Any],
+    *,
+    alias: str | None = None,
+    method: str | None = None,
+    action: str = "publish",
+) -> ModelVersion:
+    """Write the manifest of the files in ``tmp`` (``entries``: name -> (sha256, bytes)), seal ``tmp``,
+    rename it to the next ``vN`` and record it (and ``alias``) in one catalog transaction; then audit."""
+    raw = manifest_bytes(model, entries)
+    with config.open_private(tmp / "manifest.json", "wb") as f:
+        f.write(raw)
+    manifest_sha = sha256_bytes(raw)
+    total = len(raw) + sum(size for _, size in entries.values())
+    atomic.seal(tmp, read_only=True)
+    cat = catalog()
+    final: Path | None = None
+    old = None
     try:
-        for name, b in blobs.items():
-            with open(tmp / name, "wb") as f:
-                f.write(b)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp / name, 0o444)
-        cat = catalog()
         with cat.tx() as db:
-            on_disk = [int(p.name[1:]) for p in root.iterdir() if re.fullmatch(r"v\d+", p.name)]
-            version = max(next_version(db, "models", model), max(on_disk, default=0) + 1)
-            final = root / f"v{version}"
-            os.rename(tmp, final)
+            version = next_version(db, "models", model)
+            final = models_dir(model) / f"v{version}"
+            atomic.publish(tmp, final)  # replaces a folder a crash left between rename and commit
             db.execute(
-                "INSERT INTO models (name, version, path, manifest_sha256, nbytes, signature, metrics, lineage, "
-                "created_by, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO models (name, version, path, manifest_sha256, nbytes, signature, metrics, "
+                "lineage, created_by, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     model,
                     version,
@@ -245,30 +284,28 @@ def publish_params(
                     time.time(),
                 ),
             )
-            if alias is not None:
-                old = db.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, alias)).fetchone()
-                db.execute(
-                    "INSERT OR REPLACE INTO aliases (model, alias, version, updated) VALUES (?,?,?,?)",
-                    (model, alias, version, time.time()),
-                )
+            if alias is not None:  # a protected alias that points elsewhere is refused (use promote)
+                old = (aliases.move(db, model, alias, version, action),)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if final is not None and not _recorded(model, version):
+            atomic.discard(final)
         raise
     cat.audit(
-        "publish",
+        action,
         f"{model}:v{version}",
         manifest_sha256=manifest_sha,
         nbytes=total,
         method=method,
         job=lineage.get("job"),
         checkpoint_step=lineage.get("checkpoint_step"),
+        source=lineage.get("source"),
     )
     if alias is not None:
         cat.audit(
             "alias",
             f"{model}@{alias}",
             version=version,
-            previous=int(old[0]) if old else None,
+            previous=old[0] if old else None,
             manifest_sha256=manifest_sha,
         )
     return get(model, version)
@@ -282,69 +319,142 @@ def publish(
     alias: str | None = None,
     *,
     model: str | None = None,
+    adapters: bool = False,
+    lineage_extra: dict[str, Any] | None = None,
 ) -> ModelVersion:
-    """``%aios publish JOB [--variant V] [--checkpoint C] --as MODEL [--alias A]``: a job's checkpoint (or
-    compressed variant) becomes the next version of MODEL, with lineage back to the job and dataset.
+    """``%aios publish JOB [--variant V] [--checkpoint C] --as MODEL [--alias A] [--adapters]``: a job's
+    checkpoint (or compressed variant) becomes the next version of MODEL, with lineage back to the job and
+    dataset. A LoRA job's adapters are merged into its base version, or kept apart with ``adapters=True``.
+    ``lineage_extra``: more lineage to record (a sweep's winner carries ``{"sweep": {...}}``).
+
+    Job data comes through the jobs API (``aios.job(name)``) and variants through ``compress.variant``.
 
     >>> mv = aios.publish("digits-mlp", variant="int8", as_="digits", alias="production")
     """
-    from ..compress import api as capi
+    from ..compress import variant as compressed_variant
+    from ..data import get as get_dataset
 
     name = as_ or model
     if not name:
-        raise AiosError("say which model to publish as: --as MODEL (as_='MODEL' in Python)")
+        raise InvalidInput("say which model to publish as: --as MODEL (as_='MODEL' in Python)")
     check_name(name, "model")
     if alias is not None:
         check_alias(alias)
-    j = capi.get_job(job)
-    tc = capi.train_config(j)
-    metrics: dict[str, Any] = {}
+        aliases.check_publish(name, alias)
+    j = _job(job)
+    cfg = j.config
+    meta: dict[str, Any] | None = None
     if variant is not None:
-        params, row = capi.load_variant(j.name, variant)
-        step, method = int(row["checkpoint_step"]), row["method"]
-        if checkpoint is not None and capi.resolve_checkpoint(j, checkpoint) != step:
-            raise AiosError(
-                f"variant {row['variant']!r} of {j.name!r} was made from step {step}, not from "
+        params, meta = compressed_variant(j.name, variant)
+        step, method = int(meta["checkpoint_step"]), meta["method"]
+        if checkpoint is not None and _checkpoint_step(j, checkpoint) != step:
+            raise InvalidInput(
+                f"variant {meta['variant']!r} of {j.name!r} was made from step {step}, not from "
                 f"--checkpoint {checkpoint}; compress that checkpoint first or drop --checkpoint"
             )
-        rep = json.loads(row["report"])
-        if rep.get("metric_after") is not None:
-            metrics.update(
-                {
-                    rep["metric"]: rep["metric_after"],
-                    f"{rep['metric']}_uncompressed": rep["metric_before"],
-                    "eval": rep.get("eval"),
-                }
-            )
-        metrics.update(
-            compression_ratio=round(rep.get("ratio", 0.0), 4), max_abs_logit_diff=rep.get("max_abs_logit_diff")
-        )
+        metrics = _variant_metrics(meta["report"])
     else:
-        step = capi.resolve_checkpoint(j, checkpoint)
+        step = _checkpoint_step(j, checkpoint)
         params, method = j.params(step), None
         metrics = _job_metrics(j, step)
-    ds = capi.dataset_of(tc)
+    ds = get_dataset(cfg["dataset"], cfg["dataset_version"])
+    spec, more = cfg["train"]["model"], {}
+    if isinstance(spec, dict) and spec.get("kind") == "lm":
+        spec, params, more = _lm_version(j, params, adapters, merged=variant is not None)
+    elif adapters:
+        raise InvalidInput(f"--adapters publishes the LoRA adapters of a language-model job; {j.name!r} is not one")
     lineage = {
         "dataset": ds.name,
         "dataset_version": ds.version,
-        "dataset_hash": getattr(ds, "hash", None),
+        "dataset_hash": ds.hash,
         "job": j.name,
         "checkpoint_step": step,
         "method": method,
-        "variant": row["variant"] if variant else None,
+        "variant": meta["variant"] if meta else None,
+        "provenance": cfg.get("provenance"),  # git commit, notebook, cell hash of what launched the job
+        **more,
+        **(lineage_extra or {}),
     }
     return publish_params(
         name,
-        tc["spec"],
+        spec,
         params,
-        task=tc["task"],
+        task=cfg["task"],
         input_shape=tuple(ds.feature_shape),
-        n_outputs=tc["n_outputs"],
+        n_outputs=cfg["n_outputs"],
         metrics=metrics,
         lineage=lineage,
         alias=alias,
         method=method,
     )
+
+
+def _check_lm_params(cfg: Any, spec: dict[str, Any], params: Any) -> None:
+    """A language model's parameters fit its config: the full tree, or LoRA adapters (``spec["adapters"]``)."""
+    if spec.get("adapters"):
+        from ..train.lora import check_adapters
+
+        check_adapters(cfg, spec["adapters"], params)
+    else:
+        from . import lm_artifact
+
+        lm_artifact.check_params(cfg, params)
+
+
+def _lm_version(job: Any, params: Any, adapters: bool, merged: bool) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """``(spec, params, lineage)`` of a language-model job's checkpoint: LoRA adapters merged into the base
+    version (or kept, ``adapters``); a compressed variant (``merged``) is already whole."""
+    from ..train import lm_job
+
+    if merged and adapters:
+        raise InvalidInput("--adapters publishes a checkpoint's adapters; a compressed variant is already merged")
+    return lm_job.publish_parts(job, params, adapters=adapters, merged=merged)
+
+
+def _job(job: Any) -> Any:
+    """A Job handle from a name (through ``aios.job``) or a Job."""
+    from ..jobs import job as job_by_name
+
+    if isinstance(job, str):
+        return job_by_name(job)
+    if not hasattr(job, "checkpoints") or not hasattr(job, "params"):
+        raise InvalidInput(f"expected a job name or a Job, not {type(job).__name__}")
+    return job
+
+
+def _checkpoint_step(job: Any, checkpoint: str | int | None) -> int:
+    """The step of ``checkpoint`` (None or "latest", "best", a step) among the job's finished checkpoints."""
+    steps = sorted(job.checkpoints())
+    if not steps:
+        raise NotFound(f"job {job.name!r} has no checkpoint yet; wait until it saves one (`%aios jobs` shows its step)")
+    if checkpoint is None or checkpoint == "latest":
+        return steps[-1]
+    if checkpoint == "best":
+        best = job.best_step()
+        return int(best if best is not None else steps[-1])
+    try:
+        step = int(checkpoint)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"--checkpoint {checkpoint!r}: use best, latest or a step number") from None
+    if step not in steps:
+        raise NotFound(f"job {job.name!r} has no checkpoint at step {step}; it has {', '.join(map(str, steps))}")
+    return step
+
+
+def _variant_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json of a variant: its evaluation in the common names, the uncompressed numbers beside them."""
+    after, before = report.get("metrics_after"), report.get("metrics_before")
+    if not after and report.get("metric_after") is not None:  # a variant made before the common names
+        name = mn.ACCURACY if report["metric"] == "token_accuracy" else report["metric"]
+        after, before = {name: report["metric_after"]}, {name: report["metric_before"]}
+    out: dict[str, Any] = dict(after or {})
+    out.update({f"{k}_uncompressed": v for k, v in (before or {}).items()})
+    if out:
+        out.update(split=report.get("split"), eval=report.get("eval"))
+    out.update(
+        compression_ratio=round(report.get("ratio", 0.0), 4), max_abs_logit_diff=report.get("max_abs_logit_diff")
+    )
+    return out
 
 
 def _job_metrics(job: Any, step: int) -> dict[str, Any]:
@@ -360,15 +470,8 @@ def _job_metrics(job: Any, step: int) -> dict[str, Any]:
     return {**keep, "split": last["split"], "eval_step": last["step"]}
 
 
-def _sweep(root: Path, older_than: float = 3600.0) -> None:
-    """Remove what a publisher killed mid-write left behind (never visible as a version)."""
-    now = time.time()
-    for p in root.glob(".tmp-*"):
-        try:
-            if now - p.stat().st_mtime > older_than:
-                shutil.rmtree(p, ignore_errors=True)
-        except OSError:
-            pass
+def _recorded(model: str, version: int) -> bool:
+    return catalog().one("SELECT 1 FROM models WHERE name=? AND version=?", (model, version)) is not None
 
 
 def _version() -> str:
@@ -377,4 +480,4 @@ def _version() -> str:
     return __version__
 
 
-__all__ = ["publish", "publish_params", "code_hash", "signature_for", "FORMAT", "FILES"]
+__all__ = ["publish", "publish_params", "commit", "manifest_bytes", "code_hash", "signature_for", "FORMAT", "FILES"]

@@ -10,12 +10,16 @@ loop turns, at most ``max_queue_delay`` seconds, to let them join.
 
 Batches are padded to bucket sizes (powers of two from 2 up to ``max_batch_size``) that were compiled by
 :meth:`Batcher.warm_up`, so no request pays for a compile; a request larger than the largest
-bucket runs in bucket-sized chunks. A fast forward pass runs on the event loop thread (with JAX's CPU
+bucket runs in bucket-sized chunks, always in a worker thread so that the event loop (health checks,
+other clients) never waits for it. A fast forward pass runs on the event loop thread (with JAX's CPU
 async dispatch off that is the fastest place for it); a slow one (over ``offload_after`` at the largest
 bucket, measured at warm-up) runs in one worker thread while the loop gathers the next batch, unless
 it already keeps every core busy (XLA on CPU spreads a large batch over all cores): then a thread
 only splits the clients into two half-size batches that cost more CPU per row. Each request gets
 exactly its own rows.
+
+Back-pressure: when rows are already waiting or computing and a new request would take them past
+``max_queue_rows``, :meth:`Batcher.submit` refuses it with :class:`Overloaded` (429, Retry-After).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from .errors import Overloaded
+from .settings import DEFAULTS
 
 
 def buckets_for(max_batch_size: int) -> list[int]:
@@ -76,9 +83,10 @@ class Batcher:
         forward: Callable[..., Sequence[np.ndarray]],
         input_specs: list[tuple[tuple, np.dtype]],
         *,
-        max_batch_size: int = 32,
-        max_queue_delay: float = 0.002,
-        enabled: bool = True,
+        max_batch_size: int = DEFAULTS.max_batch_size,
+        max_queue_delay: float = DEFAULTS.max_queue_delay,
+        max_queue_rows: int = DEFAULTS.max_queue_rows,
+        enabled: bool = DEFAULTS.batching,
         on_batch: Callable[[int], None] | None = None,
         offload_after: float = 0.002,
     ):
@@ -93,7 +101,9 @@ class Batcher:
         self.on_batch = on_batch
         self.queue: deque[tuple[list[np.ndarray], int, asyncio.Future]] = deque()
         self.queued_rows = 0
-        self.arriving = 0  # requests routed here whose bodies are still being read or parsed
+        self.max_queue_rows = max_queue_rows
+        self.busy_rows = 0  # rows computing in a worker thread
+        self.arriving = 0  # requests routed here whose bodies are in and being parsed
         self.offload_after = offload_after
         self.offload = False  # decided by warm_up()
         self.forward_seconds = 0.0
@@ -116,11 +126,11 @@ class Batcher:
             self.forward(*zeros(b))
         x = zeros(self.buckets[-1])
         timings = []
-        for _ in range(3):
+        for _ in range(5):
             wall, cpu = time.perf_counter(), time.process_time()
             self.forward(*x)
             timings.append((time.perf_counter() - wall, time.process_time() - cpu))
-        self.forward_seconds, cpu = sorted(timings)[1]
+        self.forward_seconds, cpu = min(timings)  # the fastest: other processes only ever add to a timing
         self.forward_cores = cpu / max(self.forward_seconds, 1e-9)
         self.offload = (
             self.enabled and self.forward_seconds > self.offload_after and self.forward_cores < _cores() - 0.5
@@ -130,19 +140,42 @@ class Batcher:
         """Requests waiting in the queue (for the queue-depth gauge)."""
         return len(self.queue)
 
+    def parsing(self) -> int:
+        """Requests whose bodies are in and being parsed (for the parsing gauge)."""
+        return self.arriving
+
+    def pending_rows(self) -> int:
+        """Rows waiting or computing: what ``max_queue_rows`` bounds (for the queue-rows gauge)."""
+        return self.queued_rows + self.busy_rows
+
     # -- serving ----------------------------------------------------------------------------------
     def submit(self, inputs: list[np.ndarray], rows: int) -> asyncio.Future:
-        """Queue a request's inputs; the future resolves to its own rows of every output."""
+        """Queue a request's inputs; the future resolves to its own rows of every output.
+
+        Raises :class:`Overloaded` when rows are already waiting or computing and this request would
+        take them past ``max_queue_rows`` (a request always gets in when nothing waits)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # first use, or a new event loop (tests): forget the old loop's state
-            self._loop, self._scheduled, self._busy = loop, False, False
-        fut = loop.create_future()
+            self._loop, self._scheduled, self._busy, self.busy_rows = loop, False, False, 0
+        pending = self.queued_rows + self.busy_rows
+        if pending and pending + rows > self.max_queue_rows:
+            raise Overloaded(
+                f"the model's queue is full ({pending} rows waiting, limit {self.max_queue_rows}): retry in a "
+                "second, as the Retry-After header says (the endpoint's --max-queue-rows sets the limit)"
+            )
         if not self.enabled:
+            if rows > self.buckets[-1]:  # chunks of the largest bucket: in a thread, off the event loop
+                self.busy_rows += rows
+                work = loop.run_in_executor(_pool(), self._run_padded, inputs, rows)
+                work.add_done_callback(lambda _: self._release(rows))
+                return work
+            fut = loop.create_future()
             try:
                 fut.set_result(self._run_padded(inputs, rows))
             except Exception as exc:  # the forward pass failed: the request gets a 500
                 fut.set_exception(exc)
             return fut
+        fut = loop.create_future()
         self.queue.append((inputs, rows, fut))
         self.queued_rows += rows
         if not self._busy:
@@ -176,9 +209,11 @@ class Batcher:
         self.queued_rows -= rows
         if not batch:
             return
-        if self.offload and (len(batch) > 1 or self.queue or self.arriving):
-            # Under load only: a lone request runs inline, since waking a thread costs it latency.
+        if rows > self.buckets[-1] or (self.offload and (len(batch) > 1 or self.queue or self.arriving)):
+            # Large requests always; slow models under load only: a lone small request runs inline, since
+            # waking a thread costs it latency.
             self._busy = True
+            self.busy_rows = rows
             work = self._loop.run_in_executor(_pool(), self._compute, batch, rows)
             work.add_done_callback(lambda w: self._finish(batch, w))
             return
@@ -211,8 +246,12 @@ class Batcher:
             start += n
         return results
 
+    def _release(self, rows: int) -> None:
+        self.busy_rows -= rows
+
     def _finish(self, batch: list, work: asyncio.Future) -> None:
         self._busy = False
+        self.busy_rows = 0
         if self.queue:
             self._schedule()
         exc = work.exception()

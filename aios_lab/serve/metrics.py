@@ -1,4 +1,5 @@
-"""Prometheus metrics of one server: requests by model, version and status, latency, batch sizes, queue depth.
+"""Prometheus metrics of one server: requests by model, version and status, latency, batch sizes, queue depth,
+requests refused by back-pressure, and the per-model totals the endpoint's catalog row reports.
 
 Each app gets its own ``CollectorRegistry`` so several servers can live in one process (tests).
 Label children are cached so that counting a request costs a dict lookup and two increments.
@@ -7,11 +8,13 @@ Label children are cached so that counting a request costs a dict lookup and two
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+UNCOUNTED = ("health", "metrics", "openapi")  # probes and scrapes: not traffic
 
 
 class Metrics:
@@ -45,6 +48,30 @@ class Metrics:
         self.loaded = Gauge(
             "aios_serve_model_loaded", "1 for each loaded model version", ["model", "version"], registry=self.registry
         )
+        self.queue_rows = Gauge(
+            "aios_serve_queue_rows",
+            "Rows waiting for or in a forward pass (past --max-queue-rows new requests get 429)",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.parsing = Gauge(
+            "aios_serve_requests_parsing",
+            "Requests whose body is in and being parsed (a body still arriving is not counted)",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "aios_serve_rejected",
+            "Requests refused by back-pressure (429 with Retry-After), by model and reason",
+            ["model", "reason"],
+            registry=self.registry,
+        )
+        self.offloaded = Counter(
+            "aios_serve_offloaded",
+            "Large JSON bodies parsed (what=parse) and responses encoded (what=encode) in the helper process",
+            ["what"],
+            registry=self.registry,
+        )
         self._children: dict[tuple, tuple] = {}
 
     def observe(self, route: str, model: str, version: str, status: int, seconds: float) -> None:
@@ -56,15 +83,39 @@ class Metrics:
         pair[0].inc()
         pair[1].observe(seconds)
 
+    def reject(self, model: str, reason: str) -> None:
+        self.rejected.labels(model, reason).inc()
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        """model ('' for server routes) -> requests, errors (status >= 400) and rejected, read from the
+        counters (probes and scrapes left out): what the endpoint's catalog row reports."""
+        out: dict[str, dict[str, int]] = {}
+        for family in self.requests.collect():
+            for s in family.samples:
+                if not s.name.endswith("_total") or s.labels["route"] in UNCOUNTED:
+                    continue
+                t = out.setdefault(s.labels["model"], {"requests": 0, "errors": 0, "rejected": 0})
+                t["requests"] += int(s.value)
+                t["errors"] += int(s.value) if int(s.labels["status"]) >= 400 else 0
+        for family in self.rejected.collect():
+            for s in family.samples:
+                if s.name.endswith("_total"):
+                    t = out.setdefault(s.labels["model"], {"requests": 0, "errors": 0, "rejected": 0})
+                    t["rejected"] += int(s.value)
+        return out
+
     def batch_observer(self, model: str, version: str) -> Callable[[int], None]:
         return self.batch_size.labels(model, version).observe
 
-    def track_version(self, model: str, version: str, depth: Callable[[], int]) -> None:
-        self.queue_depth.labels(model, version).set_function(depth)
+    def track_version(self, model: str, version: str, batcher: Any) -> None:
+        """Gauges read from a loaded version's batcher (queue depth, pending rows, bodies being parsed)."""
+        self.queue_depth.labels(model, version).set_function(batcher.depth)
+        self.queue_rows.labels(model, version).set_function(batcher.pending_rows)
+        self.parsing.labels(model, version).set_function(batcher.parsing)
         self.loaded.labels(model, version).set(1)
 
     def untrack_version(self, model: str, version: str) -> None:
-        for g in (self.queue_depth, self.loaded):
+        for g in (self.queue_depth, self.queue_rows, self.parsing, self.loaded):
             try:
                 g.remove(model, version)
             except KeyError:

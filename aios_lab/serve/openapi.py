@@ -135,11 +135,13 @@ STATUS_TEXT = {
     403: "The token's role may not use this route",
     404: "Unknown route, model or version",
     405: "Method not allowed",
-    413: "Request body over the size limit",
+    408: "The request body did not arrive in time (the connection is closed)",
+    413: "Request body over the size limit, or more rows than the endpoint takes per request",
     415: "Unsupported Content-Encoding",
-    500: "The forward pass failed",
+    429: "Back-pressure: the model's queue or the parser is full; retry after the Retry-After header's seconds",
+    500: "The forward pass or the generation failed",
     501: "Not supported by this server",
-    503: "The server is starting or draining",
+    503: "The server is starting or draining, or its parsing helper restarted; retry after Retry-After seconds",
 }
 
 
@@ -147,18 +149,29 @@ def _json(schema: dict) -> dict:
     return {"application/json": {"schema": schema}}
 
 
-def _responses(ok: dict, *statuses: int) -> dict:
+def _responses(ok: dict, *statuses: int, error: dict = ERROR) -> dict:
     out = {"200": ok}
     for s in statuses:
-        out[str(s)] = {"description": STATUS_TEXT[s], "content": _json(ERROR)}
+        out[str(s)] = {"description": STATUS_TEXT[s], "content": _json(error)}
+        if s in (429, 503):
+            out[str(s)]["headers"] = {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}}
     return out
 
 
-def _op(summary: str, ok: dict, statuses: tuple, body: dict | None = None, *, auth: bool = True, op_id: str) -> dict:
+def _op(
+    summary: str,
+    ok: dict,
+    statuses: tuple,
+    body: dict | None = None,
+    *,
+    auth: bool = True,
+    op_id: str,
+    error: dict = ERROR,
+) -> dict:
     op: dict[str, Any] = {
         "summary": summary,
         "operationId": op_id,
-        "responses": _responses(ok, *((401,) if auth else ()), *statuses, 405),
+        "responses": _responses(ok, *((401,) if auth else ()), *statuses, 405, error=error),
     }
     if not auth:
         op["security"] = []
@@ -221,7 +234,7 @@ def document(version: str) -> dict:
             "post": _op(
                 "Inference (JSON or binary tensor data)",
                 infer_ok,
-                (400, 404, 413, 415, 500),
+                (400, 404, 408, 413, 415, 429, 500, 503),
                 infer_body,
                 op_id="infer" + suffix,
             ),
@@ -246,7 +259,7 @@ def document(version: str) -> dict:
             }
         ),
     }
-    repo_statuses = (400, 403, 404, 413, 415)
+    repo_statuses = (400, 403, 404, 408, 413, 415)
     paths.update(
         {
             "/v2/health/live": {
@@ -337,12 +350,16 @@ def document(version: str) -> dict:
             },
         }
     )
+    from .llm.openapi import paths as llm_paths
+
+    paths.update(llm_paths())
     return {
         "openapi": "3.0.3",
         "info": {
-            "title": "aios_lab inference server (Open Inference Protocol / KServe V2)",
+            "title": "aios_lab inference server (Open Inference Protocol / KServe V2, OpenAI-compatible for LMs)",
             "version": version,
-            "description": 'Every non-200 response body is {"error": "..."}. Binary tensor data: see the '
+            "description": 'Every non-200 response body is {"error": "..."}, and on the /v1 routes OpenAI\'s '
+            '{"error": {"message", "type", "param", "code"}}. Binary tensor data: see the '
             "binary_tensor_data extension (Inference-Header-Content-Length).",
         },
         "servers": [{"url": "/"}],

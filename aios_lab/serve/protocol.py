@@ -4,11 +4,13 @@ Covers JSON tensors (nested or flat ``data``), the binary tensor data extension
 (``Inference-Header-Content-Length``, ``binary_data_size``, ``binary_data``, ``binary_data_output``,
 raw single-input bodies), every V2 datatype including Triton's BF16, and gzip/deflate bodies.
 Nothing here knows about HTTP servers or models beyond their signature; every problem with a
-request raises :class:`ProtocolError` carrying the HTTP status and a one-line message.
+request raises a :class:`ProtocolError` (or a subclass that carries another HTTP status) with a
+one-line message. :func:`parse_infer` also runs in the endpoint's helper process for large bodies.
 """
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from math import prod
@@ -17,6 +19,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 import orjson
+
+from .errors import ProtocolError, TooLarge, UnsupportedEncoding
 
 # V2 datatype -> numpy dtype (BYTES: object arrays of bytes).
 DATATYPES: dict[str, np.dtype] = {
@@ -37,14 +41,9 @@ DATATYPES: dict[str, np.dtype] = {
 }
 _BY_DTYPE = {dt: name for name, dt in DATATYPES.items() if name != "BYTES"}
 _JSON_AS_FP32 = {"FP16", "BF16"}  # orjson cannot write these numpy types; their values are exact in FP32
-
-
-class ProtocolError(Exception):
-    """A request the server refuses: ``status`` is the HTTP status, ``str(self)`` the V2 ``error``."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
+_NARROW_FLOATS = {"FP16", "BF16", "FP32"}  # JSON numbers (float64) can overflow these to infinity
+# _from_json checks for that overflow right after the cast (an errstate block would cost every request 2 us).
+warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning, __name__)
 
 
 def datatype_of(dtype: Any) -> str:
@@ -55,7 +54,7 @@ def datatype_of(dtype: Any) -> str:
     try:
         return _BY_DTYPE[dt]
     except KeyError:
-        raise ProtocolError(f"dtype {dt} has no V2 datatype", 500) from None
+        raise TypeError(f"dtype {dt} has no V2 datatype") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,11 +71,11 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     elif enc == "deflate":
         d = zlib.decompressobj()
     else:
-        raise ProtocolError(f"unsupported Content-Encoding {encoding!r}: send gzip, deflate or none", 415)
+        raise UnsupportedEncoding(f"unsupported Content-Encoding {encoding!r}: send gzip, deflate or none")
     try:
         out = d.decompress(body, limit + 1)
         if len(out) > limit or d.unconsumed_tail:
-            raise ProtocolError(f"decompressed body is larger than the {limit}-byte limit", 413)
+            raise TooLarge(f"decompressed body is larger than the {limit}-byte limit")
         out += d.flush()
     except zlib.error as exc:
         raise ProtocolError(f"cannot decompress the {enc} body: {exc}") from None
@@ -191,6 +190,8 @@ def _from_json(data: Any, shape: tuple[int, ...], datatype: str, where: str) -> 
                 if arr.size and (arr.min() < info.min or arr.max() > info.max):
                     raise ValueError(f"a value is out of range for {datatype}")
             flat = arr.astype(dt, copy=False)  # any shape: only its size counts below, and reshape needs no ravel
+            if datatype in _NARROW_FLOATS and not np.isfinite(flat).all():  # JSON has no infinity: it overflowed
+                raise ValueError(f"a value is out of range for {datatype}")
     except (ValueError, TypeError, OverflowError) as exc:
         msg = str(exc).split("\n")[0]
         if "inhomogeneous" in msg or "sequence" in msg:
@@ -225,12 +226,15 @@ def _from_bytes(buf: memoryview, shape: tuple[int, ...], datatype: str, where: s
     return np.frombuffer(buf, dtype=dt).reshape(shape)
 
 
-def parse_infer(body: bytes, ihcl: str | None, signature: dict) -> InferRequest:
-    """Parse an infer body (JSON, JSON + binary tensors, or raw bytes) against a model's signature."""
+def parse_infer(body: bytes, ihcl: str | None, signature: dict, max_rows: int | None = None) -> InferRequest:
+    """Parse an infer body (JSON, JSON + binary tensors, or raw bytes) against a model's signature.
+
+    ``max_rows``: the most rows (batch axis) a request may carry; more is refused (413) before any data
+    is converted."""
     hlen = header_length(ihcl, len(body))
     ins, outs = signature["inputs"], signature["outputs"]
     if hlen == 0:  # raw binary request: the whole body is the one input's bytes
-        return _parse_raw(memoryview(body), ins, outs)
+        return _parse_raw(memoryview(body), ins, outs, max_rows)
     view = memoryview(body)
     header = loads(view if hlen is None else view[:hlen], "inference header")
     binary = view[len(view) :] if hlen is None else view[hlen:]
@@ -267,6 +271,8 @@ def parse_infer(body: bytes, ihcl: str | None, signature: dict) -> InferRequest:
             raise ProtocolError(f"{where} is {datatype} but the model expects {spec['datatype']}")
         shape = _shape(t.get("shape"), where)
         _check_against(spec, shape, where)
+        if max_rows is not None and spec["shape"][0] == -1 and shape[0] > max_rows:
+            _too_many_rows(shape[0], max_rows)
         p = _parameters(t, where)
         size = p.get("binary_data_size")
         if size is not None:
@@ -333,7 +339,14 @@ def _rows(inputs: list[np.ndarray], specs: list[dict]) -> int:
     return n
 
 
-def _parse_raw(body: memoryview, ins: list[dict], outs: list[dict]) -> InferRequest:
+def _too_many_rows(rows: int, max_rows: int) -> None:
+    raise TooLarge(
+        f"the request has {rows} rows; this endpoint takes at most {max_rows} per request "
+        "(split it, or start the endpoint with a larger --max-rows)"
+    )
+
+
+def _parse_raw(body: memoryview, ins: list[dict], outs: list[dict], max_rows: int | None) -> InferRequest:
     if len(ins) != 1:
         raise ProtocolError(
             "a raw binary request (Inference-Header-Content-Length: 0) needs a model "
@@ -352,6 +365,8 @@ def _parse_raw(body: memoryview, ins: list[dict], outs: list[dict]) -> InferRequ
             f"{spec['datatype']} {spec['shape'][1:]}; got {len(body)} bytes"
         )
     n = len(body) // per_row
+    if max_rows is not None and n > max_rows:
+        _too_many_rows(n, max_rows)
     arr = np.frombuffer(body, dtype=dt).reshape((n, *spec["shape"][1:]))
     return InferRequest(None, [arr], n, [(k, True) for k in range(len(outs))])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import optax
 
-OPTIMIZERS = ("adamw", "adam", "sgd")
+from .config import OPTIMIZERS
 
 
 def schedule(lr: float, steps: int, warmup: int = 0) -> optax.Schedule:

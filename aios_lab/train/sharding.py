@@ -1,8 +1,9 @@
-"""The device mesh (one axis "data", Auto) and sharding rules for params, optimizer state and batches.
+"""The device mesh and the sharding rules (dp, fsdp) for params, optimizer state and batches.
 
-dp replicates parameters; fsdp shards each array along its largest dimension divisible by the
-device count (replicated where none divides). Rules are pure functions of shapes, so they work on
-abstract trees (``jax.eval_shape``) before anything is allocated.
+The mesh has one axis, "data", of Auto type (GSPMD sharding). dp replicates parameters; fsdp shards
+each array along its largest dimension divisible by the device count (replicated where none divides).
+Rules are pure functions of shapes, so they work on abstract trees (``jax.eval_shape``) before anything
+is allocated.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import numpy as np
 import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from .config import MODES
+
 AXIS = "data"
-MODES = ("dp", "fsdp")
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -23,7 +23,7 @@ from ..errors import AiosError
 class Context:
     """What a verb may need from where it was called."""
 
-    user_ns: dict[str, Any] = field(default_factory=dict)  # the kernel's variables (for vars:)
+    user_ns: dict[str, Any] | None = None  # the kernel's variables (for vars:); the magic passes IPython's
     cell: str | None = None  # the body of a %%aios cell
     interactive: bool = False  # True in a notebook: return widgets and HTML
 
@@ -47,7 +47,20 @@ class Verb:
 
 
 VERBS: dict[str, Verb] = {}
-_MODULES = ("data", "models", "jobs", "registry", "serving", "admin", "demo")
+_MODULES = (
+    "data",
+    "models",
+    "jobs",
+    "registry",
+    "serving",
+    "admin",
+    "demo",
+    "cluster",
+    "lm",
+    "metrics",
+    "export",
+    "experiments",
+)
 
 
 def verb(name: str, cell: bool = False) -> Callable:
@@ -64,11 +77,7 @@ def verb(name: str, cell: bool = False) -> Callable:
 def load_all() -> dict[str, Verb]:
     """Import every verb module once (they register themselves)."""
     for module in _MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{module}")
-        except ModuleNotFoundError as exc:  # a module not written yet
-            if exc.name != f"{__name__}.{module}":
-                raise
+        importlib.import_module(f"{__name__}.{module}")
     return VERBS
 
 

@@ -1,10 +1,10 @@
-"""``dataset``, ``datasets`` and ``dataset show``: declare, list and look at datasets."""
+"""``dataset``, ``datasets``, ``dataset show`` and ``dataset delete``: declare, list, look at and delete datasets."""
 
 from __future__ import annotations
 
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from ..render import Table, age, nbytes
+from ..render import Text, nbytes
 from . import verb
 
 
@@ -14,12 +14,25 @@ from . import verb
     "--from",
     dest="source",
     required=True,
-    help="vars:X,y | sklearn:NAME | PATH.npz|.npy|.csv | zarr path or fsspec URL | text:GLOB",
+    help="vars:X,y | sklearn:NAME | PATH.npz|.npy|.csv | zarr path or fsspec URL | text:GLOB | jsonl:PATH",
 )
 @argument("--split", default=None, help="fractions summing to 1 (default train=0.8,val=0.1,test=0.1)")
 @argument("--seed", type=int, default=0, help="seed of the split's shuffle (default 0)")
 @argument("--target", default=None, help="target column of a CSV / DataFrame (default: target/label/y, else the last)")
-@argument("--block", type=int, default=None, help="text: tokens per sample (default 128)")
+@argument(
+    "--block",
+    type=int,
+    default=None,
+    help="tokens per row (text: default 128; jsonl: default the longest document, packed 2048, at most the context)",
+)
+@argument("--tokenizer", metavar="MODEL", help="jsonl: tokenize with this registry language model (NAME[:V|ALIAS])")
+@argument(
+    "--format",
+    dest="fmt",
+    choices=("text", "completion", "chat"),
+    help="jsonl: records {text} | {prompt, completion} | {messages}; the loss covers all | the completion | replies",
+)
+@argument("--pack", action="store_true", help="jsonl: pack documents into rows (segment ids keep them apart)")
 def dataset_(args, ctx):
     """Declare a dataset from a source; the same content again returns the existing version."""
     from ..data import dataset
@@ -32,35 +45,19 @@ def dataset_(args, ctx):
         target=args.target,
         user_ns=ctx.user_ns,
         block=args.block,
+        tokenizer=args.tokenizer,
+        format=args.fmt,
+        pack=args.pack,
     )
 
 
 @magic_arguments()
-@argument("name", nargs="?", default=None, help="only this dataset's versions")
+@argument("name", nargs="?", default=None, help="only this dataset, one row per version")
 def datasets_(args, ctx):
-    """Table of datasets: versions, task, splits, shapes, sizes."""
-    from ..data import datasets
+    """Table of datasets: versions, task, splits, shapes and disk use (each version with a NAME)."""
+    from ..data.show import datasets_table
 
-    rows = [
-        (
-            d.name,
-            d.version,
-            d.task,
-            d.n_classes,
-            " ".join(f"{k}={v}" for k, v in d.splits.items()),
-            f"{d.feature_dtype}{list(d.feature_shape)}",
-            nbytes(d.nbytes),
-            d.source,
-            age(d.created),
-        )
-        for d in datasets(args.name)
-    ]
-    return Table(
-        ["name", "version", "task", "classes", "splits", "x", "size", "source", "age"],
-        rows,
-        title="datasets",
-        empty="no datasets yet: `%aios dataset NAME --from SOURCE` declares one",
-    )
+    return datasets_table(args.name)
 
 
 @magic_arguments()
@@ -75,6 +72,23 @@ def dataset_show(args, ctx):
     return show(get(args.name, args.version), args.split)
 
 
+@magic_arguments()
+@argument("ref", metavar="NAME[@V]", help="a dataset (every version) or one version, e.g. digits@2")
+@argument(
+    "--force",
+    action="store_true",
+    help="delete even if a queued job or a model's lineage refers to it (never under a running job)",
+)
+def dataset_delete(args, ctx):
+    """Delete a dataset version (or all of them): files and catalog rows; written to the audit log."""
+    from ..data import delete
+
+    gone = delete(args.ref, force=args.force)
+    freed = sum(d.nbytes for d in gone)
+    return Text(f"deleted {', '.join(d.ref for d in gone)} ({nbytes(freed)} freed)")
+
+
 verb("dataset")(dataset_)
 verb("datasets")(datasets_)
 verb("dataset show")(dataset_show)
+verb("dataset delete")(dataset_delete)

@@ -1,10 +1,15 @@
-"""``%%aios model NAME``: save the cell as a versioned model definition after checking it initialises."""
+"""``%%aios model NAME``: save the cell as a versioned model definition once it runs.
+
+With ``--dataset`` the model is also checked on that dataset's shapes now; without it no shape is
+assumed, and a job checks the model against its own dataset when it starts.
+"""
 
 from __future__ import annotations
 
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..render import Text
+from ..train.config import CHOICES
 from . import verb
 
 
@@ -14,24 +19,32 @@ from . import verb
 @argument(
     "--task",
     default=None,
-    choices=["classification", "regression", "lm"],
-    help="task to check the outputs against (default: the dataset's, else classification)",
+    choices=CHOICES["task"],
+    help="task to check the outputs against with --dataset (default: the dataset's)",
 )
 def model(args, ctx):
     """Define a model from the cell: a flax.linen Module, or init(rng, x) and apply(params, x) functions."""
     from ..train import models
-    from ..train.trainer import task_and_outputs
 
-    sample, task, n_outputs = None, args.task or "classification", 10
+    sample, task, n_outputs = None, args.task or "classification", None
     if args.dataset:
         from ..data import get
+        from ..train.trainer import task_and_outputs
 
         name, _, version = args.dataset.partition("@")
-        ds = get(name, int(version) if version else None)
+        ds = get(name, version or None)
         task, n_outputs = task_and_outputs(ds, args.task)
-        sample = ds.load("train")[0][:2]
+        sample = ds.arrays("train")[0][:2]
     name, version = models.define(args.name, ctx.cell or "", sample=sample, task=task, n_outputs=n_outputs)
-    return Text(f"model {name} version {version} saved; train it with `%aios train JOB --model {name} ...`")
+    if sample is None:
+        return Text(
+            f"model {name} version {version} saved; a job checks it on its dataset's shapes when it starts "
+            f"(`%%aios model {name} --dataset D` checks it now); train it with `%aios train JOB --model {name} ...`"
+        )
+    return Text(
+        f"model {name} version {version} saved and checked on {ds.name}; "
+        f"train it with `%aios train JOB --model {name} ...`"
+    )
 
 
 verb("model", cell=True)(model)

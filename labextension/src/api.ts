@@ -5,7 +5,7 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import { FailureKind, IJob, IMetricRow, IOverview, failureKind } from './model';
+import { FailureKind, ICharts, IJob, IOverview, failureKind } from './model';
 
 export { FailureKind };
 
@@ -39,9 +39,8 @@ export class AiosAPI {
     return this.get<IJob>(`jobs/${encodeURIComponent(name)}`);
   }
 
-  metrics(name: string, since: number | null): Promise<IFetched<{ metrics: IMetricRow[] }>> {
-    const q = since === null ? '' : `?since=${since}`;
-    return this.get(`jobs/${encodeURIComponent(name)}/metrics${q}`);
+  charts(name: string): Promise<IFetched<ICharts>> {
+    return this.get<ICharts>(`jobs/${encodeURIComponent(name)}/charts`);
   }
 
   log(name: string, tail = 200): Promise<IFetched<{ log: string }>> {

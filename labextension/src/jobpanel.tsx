@@ -1,28 +1,14 @@
 /**
- * The main-area panel of one job: state, progress, loss and accuracy curves, configuration,
- * checkpoints and a live log tail. It fetches only new metric rows (`since` the last step held)
- * and stops polling once the job has ended (or the panel is hidden).
+ * The main-area panel of one job: state, progress, its charts (rendered by the server with aios_lab.charts,
+ * the drawing the notebook widget shows), configuration, checkpoints and a live log tail. It stops polling
+ * once the job has ended (or the panel is hidden); unchanged answers are 304s.
  */
 import { ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { AiosAPI, APIError } from './api';
-import { ISeries, LineChart } from './charts';
-import {
-  IJob,
-  IMetricRow,
-  describe,
-  formatAge,
-  formatDevices,
-  formatDuration,
-  formatNumber,
-  isActive,
-  lastStep,
-  mergeMetrics,
-  progressLabel,
-  series,
-  splits
-} from './model';
+import { ServerCharts } from './charts';
+import { IJob, describe, evalSplits, formatAge, formatDevices, formatDuration, formatNumber, isActive, latest, progressLabel } from './model';
 import { Poller, TickResult } from './poller';
 import { JobActions, ProgressBar, StateBadge } from './sidebar';
 import { watchVisibility } from './visibility';
@@ -85,14 +71,10 @@ export class JobPanel extends ReactWidget {
 
   private async _tick(): Promise<TickResult> {
     try {
-      const [job, metrics, log] = await Promise.all([
-        this.api.job(this.name),
-        this.api.metrics(this.name, lastStep(this._metrics)),
-        this.api.log(this.name, LOG_LINES)
-      ]);
-      const changed = job.changed || metrics.data.metrics.length > 0 || log.changed || this._missing || this._offline;
+      const [job, charts, log] = await Promise.all([this.api.job(this.name), this.api.charts(this.name), this.api.log(this.name, LOG_LINES)]);
+      const changed = job.changed || charts.changed || log.changed || this._missing || this._offline;
       this._job = job.data;
-      this._metrics = mergeMetrics(this._metrics, metrics.data.metrics);
+      this._charts = charts.data.html;
       this._log = log.data.log;
       this._missing = false;
       this._offline = false;
@@ -137,21 +119,25 @@ export class JobPanel extends ReactWidget {
         </div>
       );
     }
-    const rows = this._metrics;
-    const evalSplits = splits(rows);
-    const lossSeries: ISeries[] = [{ label: 'train loss', points: series(rows, 'loss'), className: 'aios-series-0' }];
-    evalSplits.forEach((s, i) => lossSeries.push({ label: `${s} loss`, points: series(rows, 'loss', s), className: `aios-series-${(i % 3) + 1}` }));
-    const accSeries: ISeries[] = [{ label: 'train accuracy', points: series(rows, 'accuracy'), className: 'aios-series-0' }];
-    evalSplits.forEach((s, i) => accSeries.push({ label: `${s} accuracy`, points: series(rows, 'accuracy', s), className: `aios-series-${(i % 3) + 1}` }));
+    const evals: Array<[string, string]> = [];
+    for (const split of evalSplits(job)) {
+      for (const [name, value] of Object.entries(job.metrics?.[split] ?? {})) {
+        if (typeof value === 'number' && name !== 'step' && name !== 'time') {
+          evals.push([`${split} ${name}`, formatNumber(value)]);
+        }
+      }
+    }
+    const wait = latest(job, 'train', 'input_wait');
     const facts: Array<[string, string]> = [
       ['state', job.state],
       ['step', progressLabel(job)],
       ['model', describe(job.model)],
       ['dataset', describe(job.dataset)],
       ['devices', `${job.device_kind ?? ''} ${formatDevices(job.devices)} (${job.n_devices ?? '-'})`],
-      ['loss', formatNumber(job.loss)],
-      ['accuracy', formatNumber(job.accuracy)],
-      ['examples/s', formatNumber(job.examples_per_s)],
+      ['train loss', formatNumber(latest(job, 'train', 'loss'))],
+      ...evals,
+      ['examples/s', formatNumber(latest(job, 'train', 'examples_per_s'))],
+      ['input wait', wait === null ? '-' : `${Math.round(wait * 100)}%`],
       ['ETA', job.state === 'running' ? formatDuration(job.eta_s) || '-' : '-'],
       ['priority', String(job.priority ?? 0)],
       ['attempts', String(job.attempts ?? 0)],
@@ -169,10 +155,7 @@ export class JobPanel extends ReactWidget {
         <ProgressBar job={job} />
         {this._offline && <div className="aios-banner aios-banner-offline">Cannot reach the server; retrying… ({this._error})</div>}
         {job.error && <pre className="aios-error aios-pre">{job.error}</pre>}
-        <div className="aios-charts">
-          <LineChart title="Loss" series={lossSeries} />
-          <LineChart title="Accuracy" series={accSeries} />
-        </div>
+        <ServerCharts html={this._charts} />
         <div className="aios-columns">
           <section>
             <h3>Job</h3>
@@ -209,7 +192,7 @@ export class JobPanel extends ReactWidget {
   }
 
   private _job: IJob | null = null;
-  private _metrics: IMetricRow[] = [];
+  private _charts: string | null = null;
   private _log = '';
   private _error = '';
   private _missing = false;

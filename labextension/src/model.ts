@@ -10,7 +10,8 @@ export type JobState =
   | 'succeeded'
   | 'failed'
   | 'cancelled'
-  | 'interrupted';
+  | 'interrupted'
+  | 'pruned';
 
 export interface IJob {
   name: string;
@@ -30,9 +31,8 @@ export interface IJob {
   dataset?: unknown;
   model?: unknown;
   config?: Record<string, unknown>;
-  loss?: number | null;
-  accuracy?: number | null;
-  examples_per_s?: number | null;
+  /** the latest values per split: {"train": {"loss", "accuracy", "examples_per_s", "input_wait", ...}, "val": {...}} */
+  metrics?: Record<string, Record<string, number | null> | null>;
   eta_s?: number | null;
   attempts?: number;
   /** recent training losses, oldest first (overview only) */
@@ -58,10 +58,53 @@ export interface IQueued {
   created?: number;
 }
 
-/** A section of the overview: the items plus whether that part of aios_lab is there. */
-export interface ISection {
-  available: boolean;
+export interface IEndpoint {
+  url: string;
+  state?: string;
+  ready?: boolean;
+  started?: number;
+  models?: Record<string, unknown> | unknown[];
+  requests_total?: number | null;
+  requests_per_s?: number | null;
+  errors?: number | null;
+  rejected?: number | null;
+  /** models whose last hot swap failed (the endpoint keeps serving the version it had) */
+  swap_failures?: ISwapFailure[];
+  /** models that would not load at all */
+  load_failures?: Array<{ model: string; reason: string }>;
+}
+
+/** A failed hot swap as the endpoint publishes it in its catalog row's status. */
+export interface ISwapFailure {
+  model: string;
+  /** the alias that moved, or null for the newest version */
+  ref?: string | null;
+  version?: number;
+  serving?: number;
   reason?: string;
+  attempts?: number;
+  failed_at?: number;
+}
+
+/** 'hot swap of digits@production to v4 failed (2 tries): sha256 mismatch; still serving v3' */
+export function describeSwapFailure(f: ISwapFailure): string {
+  const target = f.ref ? `${f.model}@${f.ref}` : f.model;
+  const tries = f.attempts ? ` (${f.attempts} ${f.attempts === 1 ? 'try' : 'tries'})` : '';
+  const serving = f.serving !== undefined ? `; still serving v${f.serving}` : '';
+  return `hot swap of ${target} to v${f.version ?? '?'} failed${tries}: ${f.reason ?? 'unknown reason'}${serving}`;
+}
+
+export interface IDataset {
+  name: string;
+  version?: number;
+  task?: string;
+  splits?: Record<string, number>;
+  nbytes?: number;
+  created?: number;
+}
+
+/** A section of the overview: its items, or the error that reading them raised. */
+export interface ISection {
   error?: string;
 }
 
@@ -69,17 +112,15 @@ export interface IOverview {
   jobs: ISection & { jobs: IJob[] };
   devices: ISection & { devices: IDevice[]; queue: IQueued[]; kind?: string };
   models: ISection & { models: Record<string, unknown>[] };
-  endpoints: ISection & { endpoints: Record<string, unknown>[] };
-  datasets: ISection & { datasets: Record<string, unknown>[] };
+  endpoints: ISection & { endpoints: IEndpoint[] };
+  datasets: ISection & { datasets: IDataset[] };
 }
 
-export interface IMetricRow {
+/** The job's charts, drawn by the server with the module the notebook widget uses (aios_lab.charts). */
+export interface ICharts {
+  name: string;
   step: number;
-  time: number;
-  split?: string;
-  loss?: number;
-  accuracy?: number;
-  [key: string]: unknown;
+  html: string;
 }
 
 // ---- failures ------------------------------------------------------------------------------
@@ -88,17 +129,15 @@ export interface IMetricRow {
 export type FailureKind =
   | 'offline' // the Jupyter server does not answer (restarting, gone)
   | 'no-extension' // the server answers but has no /aios/api (server extension not enabled)
-  | 'missing' // the object is gone (a job deleted while shown)
+  | 'missing' // the object is gone (a job deleted while shown): a 404 from the aios API itself
   | 'refused' // the action is not possible in this state (409)
   | 'error'; // anything else
 
 /** Classify an HTTP failure from its status and (JSON, if any) body. */
 export function failureKind(status: number, body: any): FailureKind {
-  if (status === 404 && body && body.missing) {
-    return 'missing';
-  }
-  if (status === 404 && (!body || body.available === undefined)) {
-    return 'no-extension';
+  if (status === 404) {
+    // the aios API's own errors name their class; Jupyter's 404 for a route it lacks does not
+    return body && typeof body.error === 'string' ? 'missing' : 'no-extension';
   }
   if (status === 409) {
     return 'refused';
@@ -112,7 +151,7 @@ export function failureKind(status: number, body: any): FailureKind {
 // ---- states and actions --------------------------------------------------------------------
 
 const ACTIVE = new Set(['queued', 'running']);
-const RESUMABLE = new Set(['cancelled', 'interrupted', 'failed']);
+const RESUMABLE = new Set(['cancelled', 'interrupted', 'failed', 'pruned']);
 
 /** Whether the job is still going (so its views keep polling). */
 export function isActive(state: string): boolean {
@@ -265,58 +304,31 @@ export function describe(value: unknown): string {
 
 // ---- metrics -------------------------------------------------------------------------------
 
-/** Append newly fetched rows to the ones held, dropping any step already held for the same split. */
-export function mergeMetrics(held: IMetricRow[], fresh: IMetricRow[]): IMetricRow[] {
-  if (fresh.length === 0) {
-    return held;
-  }
-  const seen = new Set(held.map(r => `${r.split ?? ''}:${r.step}`));
-  const out = held.slice();
-  for (const row of fresh) {
-    const key = `${row.split ?? ''}:${row.step}`;
-    if (!seen.has(key)) {
-      seen.add(key);
-      out.push(row);
-    }
-  }
-  return out;
+/** The latest value of one metric of one split ('train', 'val', ...) from the job's JSON model, or null. */
+export function latest(job: IJob, split: string, name: string): number | null {
+  const v = job.metrics?.[split]?.[name];
+  return typeof v === 'number' && isFinite(v) ? v : null;
 }
 
-/** The highest step among rows (the `since` of the next metrics request), or null. */
-export function lastStep(rows: IMetricRow[]): number | null {
-  let last: number | null = null;
-  for (const r of rows) {
-    if (last === null || r.step > last) {
-      last = r.step;
-    }
-  }
-  return last;
+/** The evaluation splits of a job's latest metrics ('val', 'test'), in the order the server sent them. */
+export function evalSplits(job: IJob): string[] {
+  return Object.keys(job.metrics ?? {}).filter(s => s !== 'train');
 }
 
-/** [step, value] points of one metric, for training rows (split undefined) or one eval split. */
-export function series(rows: IMetricRow[], key: string, split?: string): Array<[number, number]> {
-  const out: Array<[number, number]> = [];
-  for (const r of rows) {
-    if ((r.split ?? undefined) !== split) {
-      continue;
-    }
-    const v = r[key];
-    if (typeof v === 'number' && isFinite(v)) {
-      out.push([r.step, v]);
-    }
-  }
-  return out;
-}
+/** The metrics a quality line shows, in order (the names of aios_lab.metric_names). */
+export const QUALITY = ['accuracy', 'mse', 'perplexity'];
 
-/** The eval splits present in the rows, in first-seen order. */
-export function splits(rows: IMetricRow[]): string[] {
-  const out: string[] = [];
-  for (const r of rows) {
-    if (r.split && !out.includes(r.split)) {
-      out.push(r.split);
+/** 'val accuracy 0.9812' for the first eval split and quality metric the job has, else ''. */
+export function qualityLabel(job: IJob): string {
+  for (const split of evalSplits(job)) {
+    for (const name of QUALITY) {
+      const v = latest(job, split, name);
+      if (v !== null) {
+        return `${split} ${name} ${formatNumber(v)}`;
+      }
     }
   }
-  return out;
+  return '';
 }
 
 // ---- chart geometry ------------------------------------------------------------------------
@@ -391,21 +403,6 @@ export function sparkPath(values: number[], width: number, height: number, log =
   return linePath(pts, { width, height, pad: 1 });
 }
 
-/** About `count` round tick values covering [lo, hi] (1, 2 or 5 times a power of ten apart). */
-export function ticks(lo: number, hi: number, count = 4): number[] {
-  if (!isFinite(lo) || !isFinite(hi) || hi <= lo || count < 1) {
-    return [];
-  }
-  const raw = (hi - lo) / count;
-  const mag = Math.pow(10, Math.floor(Math.log10(raw)));
-  const step = [1, 2, 5, 10].map(m => m * mag).find(s => s >= raw) ?? 10 * mag;
-  const out: number[] = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) {
-    out.push(Number(v.toPrecision(12)));
-  }
-  return out;
-}
-
 function round2(v: number): number {
   return Math.round(v * 100) / 100;
 }
@@ -460,12 +457,14 @@ export function groupModels(rows: Array<Record<string, any>>): IModelSummary[] {
   return out;
 }
 
-/** The headline metric of a model version: accuracy if there is one, else loss, else nothing. */
+/** The headline metric of a model version (its metrics.json): the quality metric if there is one, else the loss,
+ * with the split it was measured on: 'val accuracy 0.9712'. */
 export function headlineMetric(metrics: Record<string, unknown>): string {
-  for (const key of ['accuracy', 'val_accuracy', 'loss', 'val_loss']) {
+  for (const key of [...QUALITY, 'loss']) {
     const v = metrics[key];
     if (typeof v === 'number' && isFinite(v)) {
-      return `${key.replace('accuracy', 'acc')} ${formatNumber(v)}`;
+      const split = typeof metrics.split === 'string' ? `${metrics.split} ` : '';
+      return `${split}${key} ${formatNumber(v)}`;
     }
   }
   return '';

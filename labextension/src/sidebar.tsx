@@ -18,14 +18,17 @@ import {
   IOverview,
   actions,
   describe,
+  describeSwapFailure,
   formatAge,
   formatBytes,
   formatDevices,
   formatNumber,
   groupModels,
   headlineMetric,
+  latest,
   progress,
-  progressLabel
+  progressLabel,
+  qualityLabel
 } from './model';
 import { Poller, TickResult } from './poller';
 import { watchVisibility } from './visibility';
@@ -156,7 +159,7 @@ export class AiosSidebar extends SidePanel {
       ['Devices', o => <DevicesList overview={o} />],
       ['Models', o => <ModelsList overview={o} />],
       ['Endpoints', o => <EndpointsList overview={o} />],
-      ['Datasets', o => <ItemList section={o.datasets} items={o.datasets.datasets} kind="datasets" empty="No datasets yet: `%aios dataset NAME --from SOURCE`." />]
+      ['Datasets', o => <DatasetsList overview={o} />]
     ];
     for (const [label, render] of sections) {
       const section = new Section(this.model, render);
@@ -222,18 +225,18 @@ class StatusLine extends ReactWidget {
   }
 }
 
-function Unavailable(props: { reason?: string; error?: string }): JSX.Element {
+function SectionError(props: { error: string }): JSX.Element {
   return (
-    <div className="aios-empty" title={props.reason ?? props.error}>
-      {props.error ? `Could not read this: ${props.error}` : 'Not available in this installation yet.'}
+    <div className="aios-empty aios-section-error" title={props.error}>
+      Could not read this: {props.error}
     </div>
   );
 }
 
 function JobsList(props: { overview: IOverview; model: SidebarModel; openJob: (name: string) => void }): JSX.Element {
   const section = props.overview.jobs;
-  if (!section.available || section.error) {
-    return <Unavailable reason={section.reason} error={section.error} />;
+  if (section.error) {
+    return <SectionError error={section.error} />;
   }
   if (section.jobs.length === 0) {
     return <div className="aios-empty">No jobs yet: `%aios train JOB --dataset D --model M`.</div>;
@@ -327,6 +330,7 @@ class ResumeBody extends ReactWidget implements Dialog.IBodyWidget<number | null
 
 function JobRow(props: { job: IJob; model: SidebarModel; openJob: (name: string) => void }): JSX.Element {
   const { job } = props;
+  const quality = qualityLabel(job);
   return (
     <li className="aios-job" data-job={job.name} data-state={job.state}>
       <div className="aios-row-head">
@@ -343,10 +347,14 @@ function JobRow(props: { job: IJob; model: SidebarModel; openJob: (name: string)
       </div>
       <div className="aios-row-meta">
         <span title="latest training loss">
-          loss <span className="aios-job-loss">{formatNumber(job.loss)}</span>
+          loss <span className="aios-job-loss">{formatNumber(latest(job, 'train', 'loss'))}</span>
         </span>
         <Sparkline values={job.spark ?? []} log title="recent training loss (log scale)" />
-        {job.accuracy !== null && job.accuracy !== undefined && <span title="latest eval accuracy">acc {formatNumber(job.accuracy)}</span>}
+        {quality && (
+          <span className="aios-job-quality" title="latest evaluation">
+            {quality}
+          </span>
+        )}
       </div>
       <div className="aios-row-meta aios-row-foot">
         <span title="devices">
@@ -364,8 +372,8 @@ function JobRow(props: { job: IJob; model: SidebarModel; openJob: (name: string)
 
 function DevicesList(props: { overview: IOverview }): JSX.Element {
   const section = props.overview.devices;
-  if (!section.available || section.error) {
-    return <Unavailable reason={section.reason} error={section.error} />;
+  if (section.error) {
+    return <SectionError error={section.error} />;
   }
   return (
     <div>
@@ -442,8 +450,8 @@ function DeviceRow(props: { device: IDevice }): JSX.Element {
 
 function ModelsList(props: { overview: IOverview }): JSX.Element {
   const section = props.overview.models;
-  if (!section.available || section.error) {
-    return <Unavailable reason={section.reason} error={section.error} />;
+  if (section.error) {
+    return <SectionError error={section.error} />;
   }
   const models = groupModels(section.models);
   if (models.length === 0) {
@@ -479,19 +487,19 @@ function ModelsList(props: { overview: IOverview }): JSX.Element {
 
 function EndpointsList(props: { overview: IOverview }): JSX.Element {
   const section = props.overview.endpoints;
-  if (!section.available || section.error) {
-    return <Unavailable reason={section.reason} error={section.error} />;
+  if (section.error) {
+    return <SectionError error={section.error} />;
   }
   if (section.endpoints.length === 0) {
     return <div className="aios-empty">No endpoint running: `%aios serve`.</div>;
   }
   return (
     <ul className="aios-list aios-endpoints">
-      {section.endpoints.map((e: Record<string, any>, i) => {
+      {section.endpoints.map(e => {
         const models = e.models && typeof e.models === 'object' ? (Array.isArray(e.models) ? e.models.map(describe) : Object.keys(e.models)) : [];
         const state = e.state === 'running' && e.ready === false ? 'not ready' : String(e.state ?? '-');
         return (
-          <li key={`${e.url}-${i}`} className="aios-item aios-endpoint" data-name={e.url}>
+          <li key={e.url} className="aios-item aios-endpoint" data-name={e.url}>
             <div className="aios-row-head">
               <span className="aios-strong aios-ellipsis" title={e.url}>
                 {e.url}
@@ -502,11 +510,24 @@ function EndpointsList(props: { overview: IOverview }): JSX.Element {
               {[
                 models.length ? models.join(', ') : 'no models',
                 typeof e.requests_per_s === 'number' ? `${formatNumber(e.requests_per_s)} req/s` : '',
+                e.errors ? `${formatNumber(e.errors)} errors` : '',
+                e.rejected ? `${formatNumber(e.rejected)} turned away` : '',
                 e.started ? `up ${formatAge(e.started)}` : ''
               ]
                 .filter(Boolean)
                 .join(' · ')}
             </div>
+            {(e.swap_failures ?? []).map(f => (
+              <div key={`swap-${f.model}`} className="aios-error aios-swap-failure" data-model={f.model}>
+                {describeSwapFailure(f)}
+                {f.failed_at ? ` (${formatAge(f.failed_at)} ago)` : ''}
+              </div>
+            ))}
+            {(e.load_failures ?? []).map(f => (
+              <div key={`load-${f.model}`} className="aios-error aios-load-failure" data-model={f.model}>
+                {f.model} did not load: {f.reason}
+              </div>
+            ))}
           </li>
         );
       })}
@@ -514,47 +535,34 @@ function EndpointsList(props: { overview: IOverview }): JSX.Element {
   );
 }
 
-const TITLE_KEYS = ['name', 'model', 'url'];
-const DETAIL_KEYS: Array<[string, (v: any) => string]> = [
-  ['version', v => `v${v}`],
-  ['latest', v => `v${v}`],
-  ['versions', v => (Array.isArray(v) ? `${v.length} version${v.length === 1 ? '' : 's'}` : `${v} versions`)],
-  ['aliases', v => (Array.isArray(v) ? v.join(', ') : typeof v === 'object' && v ? Object.entries(v).map(([a, n]) => `${a}→v${n}`).join(', ') : String(v))],
-  ['state', v => String(v)],
-  ['ready', v => (v ? 'ready' : 'not ready')],
-  ['models', v => (Array.isArray(v) ? v.map(describe).join(', ') : describe(v))],
-  ['requests_per_s', v => `${formatNumber(v)} req/s`],
-  ['task', v => String(v)],
-  ['splits', v => (typeof v === 'object' && v ? Object.entries(v).map(([s, n]) => `${s} ${n}`).join(' · ') : String(v))],
-  ['nbytes', v => formatBytes(v)],
-  ['created', v => formatAge(v) + ' ago']
-];
-
-/** A generic list for models, endpoints and datasets (their JSON models are owned elsewhere). */
-function ItemList(props: { section: { available: boolean; reason?: string; error?: string }; items: Record<string, unknown>[]; kind: string; empty: string }): JSX.Element {
-  if (!props.section.available || props.section.error) {
-    return <Unavailable reason={props.section.reason} error={props.section.error} />;
+function DatasetsList(props: { overview: IOverview }): JSX.Element {
+  const section = props.overview.datasets;
+  if (section.error) {
+    return <SectionError error={section.error} />;
   }
-  if (props.items.length === 0) {
-    return <div className="aios-empty">{props.empty}</div>;
+  if (section.datasets.length === 0) {
+    return <div className="aios-empty">No datasets yet: `%aios dataset NAME --from SOURCE`.</div>;
   }
   return (
-    <ul className={`aios-list aios-${props.kind}`}>
-      {props.items.map((item, i) => {
-        const titleKey = TITLE_KEYS.find(k => typeof item[k] === 'string');
-        const title = titleKey ? String(item[titleKey]) : `#${i + 1}`;
-        const details = DETAIL_KEYS.filter(([k]) => k !== titleKey && item[k] !== undefined && item[k] !== null).map(([k, f]) => f(item[k]));
-        const url = typeof item.url === 'string' && titleKey !== 'url' ? item.url : null;
-        return (
-          <li key={`${title}-${i}`} className="aios-item" data-name={title}>
-            <div className="aios-row-head">
-              <span className="aios-strong aios-ellipsis">{title}</span>
-            </div>
-            {details.length > 0 && <div className="aios-row-meta aios-dim">{details.join(' · ')}</div>}
-            {url && <div className="aios-row-meta aios-dim aios-ellipsis">{url}</div>}
-          </li>
-        );
-      })}
+    <ul className="aios-list aios-datasets">
+      {section.datasets.map(d => (
+        <li key={`${d.name}@${d.version}`} className="aios-item" data-name={d.name}>
+          <div className="aios-row-head">
+            <span className="aios-strong aios-ellipsis">{d.name}</span>
+            {d.version !== undefined && <span className="aios-badge aios-badge-idle">v{d.version}</span>}
+          </div>
+          <div className="aios-row-meta aios-dim">
+            {[
+              d.task ?? '',
+              d.splits ? Object.entries(d.splits).map(([s, n]) => `${s} ${n}`).join(' · ') : '',
+              typeof d.nbytes === 'number' ? formatBytes(d.nbytes) : '',
+              d.created ? `${formatAge(d.created)} ago` : ''
+            ]
+              .filter(Boolean)
+              .join(' · ')}
+          </div>
+        </li>
+      ))}
     </ul>
   );
 }

@@ -3,10 +3,11 @@ import { test } from 'node:test';
 
 import {
   IJob,
-  IMetricRow,
   actions,
   describe,
+  describeSwapFailure,
   domainOf,
+  evalSplits,
   failureKind,
   formatAge,
   formatBytes,
@@ -16,15 +17,12 @@ import {
   groupModels,
   headlineMetric,
   isActive,
-  lastStep,
+  latest,
   linePath,
-  mergeMetrics,
   progress,
   progressLabel,
-  series,
-  sparkPath,
-  splits,
-  ticks
+  qualityLabel,
+  sparkPath
 } from '../src/model';
 
 const job = (over: Partial<IJob>): IJob => ({ name: 'j', state: 'running', step: 0, steps: 100, ...over });
@@ -92,25 +90,16 @@ test('describe names model specs', () => {
   assert.equal(describe(undefined), '-');
 });
 
-test('metrics merge incrementally without duplicates', () => {
-  const a: IMetricRow[] = [
-    { step: 10, time: 1, loss: 2 },
-    { step: 20, time: 2, loss: 1.5 }
-  ];
-  const b: IMetricRow[] = [
-    { step: 20, time: 2, loss: 1.5 },
-    { step: 20, time: 2, loss: 1.6, split: 'val', accuracy: 0.5 },
-    { step: 30, time: 3, loss: 1.2 }
-  ];
-  const merged = mergeMetrics(a, b);
-  assert.equal(merged.length, 4);
-  assert.equal(lastStep(merged), 30);
-  assert.equal(lastStep([]), null);
-  assert.equal(mergeMetrics(a, []), a);
-  assert.deepEqual(series(merged, 'loss'), [[10, 2], [20, 1.5], [30, 1.2]]);
-  assert.deepEqual(series(merged, 'accuracy', 'val'), [[20, 0.5]]);
-  assert.deepEqual(series(merged, 'accuracy'), []);
-  assert.deepEqual(splits(merged), ['val']);
+test('latest metrics come from the job JSON by split and metric name', () => {
+  const j = job({ metrics: { train: { loss: 0.25, examples_per_s: 5120, input_wait: 0.03 }, val: { loss: 0.3, accuracy: 0.9812 } } });
+  assert.equal(latest(j, 'train', 'loss'), 0.25);
+  assert.equal(latest(j, 'val', 'accuracy'), 0.9812);
+  assert.equal(latest(j, 'val', 'mse'), null);
+  assert.equal(latest(job({}), 'train', 'loss'), null);
+  assert.deepEqual(evalSplits(j), ['val']);
+  assert.equal(qualityLabel(j), 'val accuracy 0.9812');
+  assert.equal(qualityLabel(job({ metrics: { train: { loss: 1 } } })), '');
+  assert.equal(qualityLabel(job({ metrics: { val: { loss: 1, mse: 0.5 } } })), 'val mse 0.5');
 });
 
 test('line paths scale into the box with y growing downwards', () => {
@@ -136,22 +125,10 @@ test('sparklines need two finite points', () => {
   assert.match(d, /^M1 1 L30 8 L59 15$/);
 });
 
-test('ticks are round numbers inside the range', () => {
-  assert.deepEqual(ticks(0, 100, 4), [0, 50, 100]);
-  assert.deepEqual(ticks(0, 1, 4), [0, 0.5, 1]);
-  assert.deepEqual(ticks(0, 1000, 5), [0, 200, 400, 600, 800, 1000]);
-  assert.deepEqual(ticks(0.13, 0.91, 4), [0.2, 0.4, 0.6, 0.8]);
-  assert.deepEqual(ticks(1, 1, 4), []);
-  for (const t of ticks(3.7, 91.2, 5)) {
-    assert.ok(t >= 3.7 && t <= 91.2);
-  }
-});
-
 test('failures are classified for the status line', () => {
-  assert.equal(failureKind(404, { message: 'no job', missing: 'job' }), 'missing');
+  assert.equal(failureKind(404, { message: "no job named 'x'", error: 'NotFound' }), 'missing');
   assert.equal(failureKind(404, null), 'no-extension');
   assert.equal(failureKind(404, { message: 'Not Found' }), 'no-extension');
-  assert.equal(failureKind(404, { message: 'x', available: false }), 'error');
   assert.equal(failureKind(409, { message: 'running' }), 'refused');
   assert.equal(failureKind(503, null), 'offline');
   assert.equal(failureKind(500, { message: 'boom' }), 'error');
@@ -168,7 +145,7 @@ test('sparklines can use a log scale for positive values only', () => {
 test('registry versions group into one summary per model', () => {
   const rows = [
     { name: 'b', version: 1, aliases: [], nbytes: 10, metrics: { loss: 0.5 }, lineage: {}, created: 1 },
-    { name: 'a', version: 2, aliases: ['staging'], nbytes: 2048, metrics: { accuracy: 0.9712 }, lineage: { job: 'j1' }, created: 5 },
+    { name: 'a', version: 2, aliases: ['staging'], nbytes: 2048, metrics: { accuracy: 0.9712, loss: 0.1, split: 'val' }, lineage: { job: 'j1' }, created: 5 },
     { name: 'a', version: 1, aliases: ['production'], nbytes: 1024, metrics: { accuracy: 0.95 }, lineage: {}, created: 3 }
   ];
   const groups = groupModels(rows);
@@ -178,8 +155,16 @@ test('registry versions group into one summary per model', () => {
   assert.deepEqual(groups[0].aliases, ['production→v1', 'staging→v2']);
   assert.equal(groups[0].nbytes, 2048);
   assert.equal(groups[0].job, 'j1');
-  assert.equal(headlineMetric(groups[0].metrics), 'acc 0.9712');
+  assert.equal(headlineMetric(groups[0].metrics), 'val accuracy 0.9712');
   assert.equal(headlineMetric(groups[1].metrics), 'loss 0.5');
   assert.equal(headlineMetric({}), '');
   assert.deepEqual(groupModels([{ version: 1 }]), []);
+});
+
+test('a failed hot swap reads as one line', () => {
+  assert.equal(
+    describeSwapFailure({ model: 'digits', ref: 'production', version: 4, serving: 3, reason: 'sha256 mismatch', attempts: 2 }),
+    'hot swap of digits@production to v4 failed (2 tries): sha256 mismatch; still serving v3'
+  );
+  assert.equal(describeSwapFailure({ model: 'iris', version: 2, attempts: 1, reason: 'bad file' }), 'hot swap of iris to v2 failed (1 try): bad file');
 });
