@@ -15,7 +15,7 @@ LABEXT_SRC := $(wildcard labextension/src/* labextension/style/* labextension/te
 $(STAMP): pyproject.toml $(LABEXT_SRC) $(wildcard jupyter-config/server-config/*)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,cluster]"
 	@touch $(STAMP)
 
 # Debian's chromium for the browser tests (browsers cannot be downloaded by Playwright here).
@@ -44,6 +44,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_overhead.py
 	$(BIN)/python bench/compress.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/serve_lm.py
+	$(BIN)/python bench/sweep.py
+	$(BIN)/python bench/cluster.py
 
 # A long soak of the serving endpoint (the short one runs in make test).
 soak: $(STAMP)
