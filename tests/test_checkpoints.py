@@ -73,3 +73,35 @@ def test_half_written_checkpoint_never_counts(tmp_path):
         assert ck.latest_step() == 3
     with pytest.raises(NotFound, match="no checkpoint 7"):
         load_params(tmp_path / "ck", 7)
+
+
+def test_a_reader_looking_while_the_writer_removes_old_checkpoints_never_fails(tmp_path):
+    """The sidebar's job view opens a job's checkpoints read-only while its worker saves with keep=1 and
+    removes the previous step: a step listed then removed must not turn the look into an error."""
+    import threading
+
+    mesh = shardlib.make_mesh()
+    state = _state(mesh)
+    done, seen, errors = threading.Event(), set(), []
+
+    def look():
+        while not done.is_set():
+            try:
+                with Checkpoints(tmp_path / "ck", read_only=True) as ck:
+                    seen.update(ck.steps())
+            except Exception as exc:  # what the reader must never meet
+                errors.append(repr(exc))
+
+    (tmp_path / "ck").mkdir()
+    reader = threading.Thread(target=look)
+    reader.start()
+    try:
+        with Checkpoints(tmp_path / "ck", keep=1) as ck:
+            for step in range(1, 41):
+                ck.save(step, state)
+                ck.wait()
+    finally:
+        done.set()
+        reader.join()
+    assert not errors, errors[:3]
+    assert len(seen) > 1  # the reader did look while steps came and went

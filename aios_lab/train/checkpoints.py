@@ -11,6 +11,7 @@ checkpoint is never listed. Restores take an abstract target whose leaves carry 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from .. import metric_names as mn
 from ..errors import InvalidInput, NotFound
+
+READ_RETRIES = 5  # a read-only look at a job's checkpoints while its worker removes old ones
 
 
 class _QuietExpected(logging.Filter):
@@ -76,9 +79,16 @@ class Checkpoints:
             read_only=read_only,
             cleanup_tmp_directories=not read_only,
         )
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
-        )
+        for attempt in range(READ_RETRIES):
+            try:
+                self.manager = ocp.CheckpointManager(
+                    self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
+                )
+                break
+            except FileNotFoundError:  # a reader listed a step that the job's writer removed (keep=N) meanwhile
+                if not read_only or attempt == READ_RETRIES - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def save(self, step: int, state: Any, metrics: dict | None = None, force: bool = True) -> bool:
         """Start saving ``state`` at ``step`` (async); ``metrics`` (e.g. eval accuracy) rank it for "best"."""
