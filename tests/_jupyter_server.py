@@ -133,3 +133,43 @@ def insert_endpoint(url: str, host: str, port: int, status: dict | None, pid: in
             "VALUES (?,?,?,?,?,?,?,?,?)",
             (url, host, port, pid or os.getpid(), "{}", "running", now, now, json.dumps(status)),
         )
+
+
+def cluster_node(i: int, *, gpus: float = 0.0, alive: bool = True) -> dict:
+    """A Ray node as ``aios.cluster``'s probe records it in ``AIOS_HOME/cluster/nodes.json``."""
+    res = {"CPU": 8.0, "memory": 32 * 2**30, "aios_host": 1.0, **({"GPU": gpus} if gpus else {})}
+    return {"node_id": f"{i:02d}" + "ab" * 27, "host": f"worker-{i}", "ip": f"10.0.0.{10 + i}", "alive": alive,
+            "head": i == 0, "resources": res, "available": {**res, "CPU": 6.0}}  # fmt: skip
+
+
+def connect_cluster(nodes: list[dict], address: str = "10.0.0.5:6379") -> None:
+    """Store a cluster target and its nodes the way ``aios.cluster.connect`` does (no Ray: reads are file-only)."""
+    from aios_lab.cluster import target
+
+    target.save(target.Target(address, "none", "2.49.0", time.time()), None, {"nodes": nodes})
+
+
+def llm_status(now: float) -> dict:
+    """An endpoint's published status with a language model (``chat``) and a running canary on ``digits``."""
+    llm = {
+        "routes": ["/v1/chat/completions", "/v1/completions", "/v2/models/chat/generate"],
+        "versions": [2],
+        "tokens_per_s": 456.7,
+        "ttft_p50_ms": 12.5,
+        "ttft_p99_ms": 80.25,
+        "running": 3,
+        "waiting": 1,
+        "kv_slots": 16,
+        "kv_slots_used": 3,
+        "prompt_tokens": 900,
+        "generation_tokens": 5000,
+        "finished": 40,
+    }
+    doc = published_status(now)
+    doc["models"]["chat"] = {"requests": 40, "errors": 0, "rejected": 0, "requests_per_s": 1.0, "llm": llm}
+    arms = {"canary": {"version": 4, "requests": 10, "errors": 0, "error_rate": 0.0, "mean_ms": 2.0},
+            "base": {"version": 3, "requests": 30, "errors": 0, "error_rate": 0.0, "mean_ms": 2.1}}  # fmt: skip
+    canary = {"model": "digits", "version": 4, "percent": 25, "base": 3, "state": "running", "started": now - 60,
+              "ended": None, "header": "X-Request-ID", "arms": arms}  # fmt: skip
+    overall = {"routes": ["/v1/models"], "models": ["chat"], "tokens_per_s": 456.7, "running": 3, "waiting": 1}
+    return {**doc, "llm": overall, "canaries": {"digits": canary}}

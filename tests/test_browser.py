@@ -4,7 +4,9 @@ real training jobs, headless Debian chromium driven by Playwright (``executable_
 Sidebar: open it, see a job appear and its step advance, open its panel (charts, config, log), press cancel,
 see it become cancelled. Notebook: the live widgets of a succeeded and a cancelled job show the same charts as
 the job panel (separate axes, legends that do not overlap, no cut-off text) and only the buttons their state
-allows. Screenshots land in test-artifacts/.
+allows. Cluster, sweeps, comparisons: the Devices section lists a connected Ray cluster's nodes, Endpoints show
+language-model numbers and a canary, a real sweep appears under Sweeps and opens its trials and chart, and two
+ticked jobs open side by side. Screenshots land in test-artifacts/.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import shutil
 import time
 
 import pytest
-from _jupyter_server import insert_endpoint, published_status, start
+from _jupyter_server import cluster_node, connect_cluster, insert_endpoint, llm_status, published_status, start
 
 import aios_lab as aios
 
@@ -301,3 +303,96 @@ def _check_widgets(page, lab, artifacts) -> None:
     panel.locator(".aios-charts-host figure.aios-chart").first.wait_for()
     assert panel.locator(".aios-charts-host .aios-charts").evaluate("e => e.outerHTML") == widget_charts
     page.screenshot(path=os.path.join(artifacts, "job-panel-succeeded.png"))
+
+
+# ---- cluster nodes, language models, sweeps and comparisons --------------------------------------------------
+
+SWEEP = "bsweep"
+
+
+def test_sidebar_shows_cluster_llm_stats_sweeps_and_comparisons(lab, artifacts):
+    from playwright import sync_api
+
+    assert CHROMIUM, "the browser test needs Debian's chromium: run `make browser` (make test does)"
+    connect_cluster([cluster_node(0), cluster_node(1, gpus=4), cluster_node(2, alive=False)])
+    insert_endpoint("http://127.0.0.1:7", "127.0.0.1", 7, llm_status(time.time()))
+    aios.dataset("digits", "sklearn:digits", split="train=0.8,val=0.2")
+    sweep = aios.sweep(
+        SWEEP, "digits", model="mlp", over="lr=1e-3|3e-2", trials=2, parallel=2, steps=20, eval_every=10, batch=64
+    )
+    errors: list[str] = []
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 900})
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                _drive_more(page, lab, artifacts, sweep)
+            finally:
+                browser.close()
+    finally:
+        if not sweep.done:
+            sweep.cancel()
+    assert not errors, errors
+    assert "Traceback" not in lab.log_text(), lab.log_text()[-3000:]
+
+
+def _drive_more(page, lab, artifacts, sweep) -> None:
+    page.set_default_timeout(30_000)
+    page.goto(f"{lab.url}lab?token={lab.token}")
+    page.wait_for_selector("#jupyterlab-splash", state="detached")
+    tab = page.locator('.jp-SideBar .lm-TabBar-tab[data-id="aios-sidebar"]')
+    tab.wait_for()
+    if "lm-mod-current" not in (tab.get_attribute("class") or ""):
+        tab.click()
+    sidebar = page.locator("#aios-sidebar")
+
+    # Devices: the Ray cluster's nodes as last seen (nodes.json), a dead one marked
+    cluster = sidebar.locator('.aios-cluster[data-address="10.0.0.5:6379"]')
+    cluster.wait_for()
+    assert "2/3 nodes alive" in cluster.locator(".aios-subhead").inner_text()
+    gpu = cluster.locator('.aios-node[data-host="worker-1"]')
+    assert gpu.locator(".aios-node-resources").inner_text() == "8 CPU · 4 GPU · 32.0 GiB"
+    assert gpu.locator(".aios-badge").inner_text() == "alive"
+    assert cluster.locator('.aios-node[data-host="worker-2"] .aios-badge').inner_text() == "dead"
+    assert "head" in cluster.locator('.aios-node[data-host="worker-0"]').inner_text()
+    cluster.screenshot(path=os.path.join(artifacts, "sidebar-cluster.png"))
+
+    # Endpoints: a language model's numbers and a running canary, from the endpoint's published status
+    endpoint = sidebar.locator('.aios-endpoint[data-name="http://127.0.0.1:7"]')
+    llm = endpoint.locator('.aios-llm-model[data-model="chat"] .aios-llm').inner_text()
+    assert "456.7 tok/s" in llm and "TTFT p50 12.5 ms / p99 80.25 ms" in llm and "KV 3/16" in llm, llm
+    assert "3 running, 1 waiting" in llm, llm
+    routes = endpoint.locator('.aios-llm-model[data-model="chat"] .aios-llm-routes').inner_text()
+    assert "/v1/completions" in routes and "/v2/models/chat/generate" in routes, routes
+    canary = endpoint.locator('.aios-canary[data-model="digits"]').inner_text()
+    assert canary.startswith("canary digits v4 at 25% (base v3)"), canary
+    endpoint.screenshot(path=os.path.join(artifacts, "sidebar-endpoint-llm.png"))
+
+    # Sweeps: the sweep appears, runs to the end (the sidebar polls) and says its best trial
+    row = sidebar.locator(f'.aios-sweep[data-name="{SWEEP}"]')
+    row.wait_for()
+    sidebar.locator(f'.aios-sweep[data-name="{SWEEP}"][data-state="succeeded"]').wait_for(timeout=150_000)
+    assert row.locator(".aios-sweep-counts").inner_text().startswith("2/2 trials (2 succeeded)")
+    best = sweep.best()
+    assert row.locator(".aios-sweep-best").inner_text().startswith(f"best {best.job}: val.loss ")
+    page.screenshot(path=os.path.join(artifacts, "sidebar-sweeps.png"))
+
+    # its panel: the trials table (best marked) and the widget's chart of val.loss against step
+    row.locator(".aios-sweep-name").click()
+    panel = page.locator(f'.aios-sweep-panel .aios-panel-body[data-sweep="{SWEEP}"]')
+    panel.locator(".aios-charts-host figure.aios-chart").wait_for()
+    assert panel.locator("tr.aios-trial").count() == 2
+    assert panel.locator("tr.aios-trial-best").get_attribute("data-job") == best.job
+    assert panel.locator(".aios-charts-host .aios-series").count() == 2
+    page.screenshot(path=os.path.join(artifacts, "sweep-panel.png"))
+
+    # Compare: tick the two trials in the Jobs list, open them side by side
+    for job in (f"{SWEEP}-t00", f"{SWEEP}-t01"):
+        sidebar.locator(f'.aios-job[data-job="{job}"] .aios-job-select').check()
+    sidebar.locator(".aios-compare-open").click()
+    compare = page.locator(f'.aios-compare-panel .aios-panel-body[data-jobs="{SWEEP}-t00,{SWEEP}-t01"]')
+    compare.locator(".aios-charts-host figure.aios-chart").first.wait_for()
+    assert compare.locator(".aios-compare-summary tbody tr").count() == 2
+    assert compare.locator('.aios-compare-config tr[data-key="train.lr"]').count() == 1
+    page.screenshot(path=os.path.join(artifacts, "compare-panel.png"))

@@ -13,7 +13,15 @@ import time
 
 import pytest
 import requests
-from _jupyter_server import Server, insert_endpoint, published_status, start
+from _jupyter_server import (
+    Server,
+    cluster_node,
+    connect_cluster,
+    insert_endpoint,
+    llm_status,
+    published_status,
+    start,
+)
 
 import aios_lab as aios
 
@@ -24,6 +32,9 @@ GETS = [
     "models",
     "endpoints",
     "datasets",
+    "sweeps",
+    "sweeps/some-sweep",
+    "compare?jobs=a,b",
     "jobs/srv-job",
     "jobs/srv-job/metrics?since=0",
     "jobs/srv-job/charts",
@@ -86,10 +97,11 @@ def test_overview_polls_cheaply_with_etags(server, home):
     r = get(server, "overview")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"jobs", "devices", "models", "endpoints", "datasets"}
+    assert set(body) == {"jobs", "devices", "models", "endpoints", "datasets", "sweeps"}
     for kind, section in body.items():
         assert isinstance(section[kind], list) and "error" not in section
     assert len(body["devices"]["devices"]) >= 1 and body["devices"]["queue"] == []
+    assert body["devices"]["cluster"] is None  # no Ray cluster connected
     etag = r.headers["Etag"]
     again = get(server, "overview", headers={"If-None-Match": etag})
     assert again.status_code == 304 and again.content == b""
@@ -100,12 +112,12 @@ def test_overview_polls_cheaply_with_etags(server, home):
     assert [d["name"] for d in changed.json()["datasets"]["datasets"]] == ["digits"]
 
 
-@pytest.mark.parametrize("kind", ["jobs", "devices", "models", "endpoints", "datasets"])
+@pytest.mark.parametrize("kind", ["jobs", "devices", "models", "endpoints", "datasets", "sweeps"])
 def test_each_collection_has_its_route(server, home, kind):
     r = get(server, kind)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert isinstance(body[kind], list) and set(body) <= {kind, "queue"}
+    assert isinstance(body[kind], list) and set(body) <= {kind, "queue", "cluster"}
     assert r.headers["Etag"] and get(server, kind, headers={"If-None-Match": r.headers["Etag"]}).status_code == 304
 
 
@@ -386,3 +398,140 @@ def test_endpoints_are_read_from_the_catalog_with_no_credential_sent(home):
         assert "status" not in e  # the published document stays on the server side
     unpublished = views.endpoint_status({}, "running", now)
     assert unpublished["ready"] is False and unpublished["requests_per_s"] is None
+
+
+def test_devices_show_the_connected_clusters_nodes(server, home):
+    """A connected Ray cluster's nodes as last seen (``AIOS_HOME/cluster/nodes.json``; no Ray process is started)."""
+    from aios_lab.cluster import target
+
+    nodes = [cluster_node(0), cluster_node(1, gpus=4), cluster_node(2, alive=False)]
+    connect_cluster(nodes)
+    try:
+        cluster = ok(get(server, "devices"))["cluster"]
+        assert cluster["address"] == "10.0.0.5:6379" and cluster["ray_version"] == "2.49.0"
+        shown = [(n["host"], n["cpus"], n["gpus"], n["alive"], n["head"], n["memory"]) for n in cluster["nodes"]]
+        assert shown == [
+            ("worker-0", 8.0, 0.0, True, True, 32 * 2**30),
+            ("worker-1", 8.0, 4.0, True, False, 32 * 2**30),
+            ("worker-2", 8.0, 0.0, False, False, 32 * 2**30),
+        ]
+        assert ok(get(server, "overview"))["devices"]["cluster"] == cluster
+    finally:
+        target.remove()
+    assert ok(get(server, "devices"))["cluster"] is None
+
+
+def test_cluster_nodes_say_what_aios_runs_there():
+    """In-process, in a fresh AIOS_HOME (no queue keeper that would reap a job row without processes): a running
+    cluster job's ranks are listed on the nodes they run on."""
+    from aios_lab.jupyter_ext import views
+
+    nodes = [cluster_node(0), cluster_node(1, gpus=4), cluster_node(2, alive=False)]
+    connect_cluster(nodes)
+    ranks = [{"rank": i, **{k: nodes[i][k] for k in ("node_id", "ip", "host")}} for i in (0, 1)]
+    _gang_job("gang-job", ranks)
+    shown = views.list_devices()["cluster"]["nodes"]
+    assert [n["aios"] for n in shown] == [["gang-job rank 0"], ["gang-job rank 1"], []]
+
+
+def _gang_job(name: str, ranks: list) -> None:
+    """A running cluster job's catalog row (``ranks``: where its ranks run)."""
+    import json
+
+    from aios_lab.catalog import catalog
+
+    now = time.time()
+    with catalog().tx() as db:
+        config = {"dataset": {"name": "digits", "version": 1}, "model": "mlp", "task": "classification",
+                  "train": {"batch": 8}, "on": "ray", "gang": {"hosts": 2, "devices_per_host": 4}}  # fmt: skip
+        db.execute(
+            "INSERT INTO jobs (name, state, config, priority, n_devices, devices, device_kind, steps, info, created, "
+            "updated) VALUES (?, 'running', ?, 0, 8, '[]', 'cpu', 10, ?, ?, ?)",
+            (name, json.dumps(config), json.dumps({"ranks": ranks}), now, now),
+        )
+
+
+def test_endpoints_show_language_model_stats_and_canaries():
+    """What an endpoint publishes about its language models (tokens/s, time to first token, slots) and its
+    canaries reaches the sidebar's JSON as it is."""
+    from aios_lab.jupyter_ext import views
+
+    now = time.time()
+    insert_endpoint("http://127.0.0.1:7", "127.0.0.1", 7, llm_status(now))
+    (e,) = views.list_endpoints()["endpoints"]
+    assert e["llm"]["tokens_per_s"] == 456.7 and e["llm"]["running"] == 3
+    (chat,) = e["llm_models"]
+    assert (chat["model"], chat["ttft_p50_ms"], chat["ttft_p99_ms"], chat["kv_slots_used"], chat["kv_slots"]) == (
+        "chat",
+        12.5,
+        80.25,
+        3,
+        16,
+    )
+    (canary,) = e["canaries"]
+    assert (canary["model"], canary["version"], canary["percent"], canary["state"]) == ("digits", 4, 25, "running")
+    plain = views.endpoint_status(published_status(now), "running", now)
+    assert plain["llm"] is None and plain["llm_models"] == [] and plain["canaries"] == []
+
+
+def test_a_real_language_model_endpoint_publishes_its_stats(server, home):
+    """A real endpoint serving the tiny Llama fixture: after a completion, the sidebar's JSON has its routes,
+    tokens generated and time to first token, and its KV slots."""
+    from pathlib import Path
+
+    from aios_lab import registry
+    from aios_lab.procs import free_port
+    from aios_lab.serve import create_token
+
+    registry.import_model("chat", str(Path(__file__).parent / "fixtures" / "hf" / "llama"))
+    ep = aios.serve(port=free_port(), models=["chat"], lm_slots=2, lm_max_len=64, status_interval_s=0.5)
+    try:
+        token = create_token("infer", label="sidebar test")
+        body = {"model": "chat", "prompt": "Once upon a time", "max_tokens": 8, "temperature": 0}
+        r = requests.post(
+            ep.url + "/v1/completions", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=120
+        )
+        assert r.status_code == 200, r.text
+        e = wait_for(
+            lambda: [
+                e
+                for e in get(server, "endpoints").json()["endpoints"]
+                if e["url"] == ep.url and e["llm_models"] and e["llm_models"][0]["generation_tokens"] >= 1
+            ],
+            timeout=30,
+            what="the language model's stats in the endpoint's status",
+        )[0]
+    finally:
+        ep.stop()
+    (chat,) = e["llm_models"]
+    assert chat["model"] == "chat" and "/v1/completions" in chat["routes"] and chat["kv_slots"] == 2
+    assert chat["ttft_p50_ms"] > 0 and chat["running"] == 0 and e["llm"]["models"] == ["chat"]
+
+
+def test_sweeps_and_comparisons(server, home):
+    """A real two-trial sweep: listed with its state, counts and best; its detail has the trials, curves and the
+    widget's chart; its trials compared side by side; unknown names 404, bad lists 400."""
+    aios.dataset("digits2", "sklearn:digits", split="train=0.8,val=0.2")
+    assert ok(get(server, "sweeps")) == {"sweeps": []}
+    sw = aios.sweep(
+        "sb", "digits2", model="mlp", over="lr=1e-3|3e-2", trials=2, parallel=2, steps=20, eval_every=10, batch=64
+    )
+    assert sw.wait(timeout=240) == "succeeded", sw.table()
+    (listed,) = ok(get(server, "sweeps"))["sweeps"]
+    assert listed["name"] == "sb" and listed["state"] == "succeeded" and listed["counts"] == {"succeeded": 2}
+    assert listed["best"]["job"] == sw.best().job and listed["curves"] is None
+    assert [(s["name"], s["best"]) for s in ok(get(server, "overview"))["sweeps"]["sweeps"]] == [("sb", listed["best"])]
+    detail = ok(get(server, "sweeps/sb"))
+    assert [t["job"] for t in detail["trials"]] == ["sb-t00", "sb-t01"]
+    assert set(detail["curves"]) == {"sb-t00", "sb-t01"}
+    assert "aios-chart" in detail["html"] and detail["html"].count("class='aios-series'") == 2
+    r = get(server, "sweeps/no-such-sweep")
+    assert r.status_code == 404 and r.json()["error"] == "NotFound"
+
+    both = ok(get(server, "compare?jobs=sb-t00,sb-t01"))
+    assert both["jobs"] == ["sb-t00", "sb-t01"] and "val.loss" in both["metrics"] and "train.lr" in both["config"]
+    assert [s["job"] for s in both["summary"]] == ["sb-t00", "sb-t01"] and "aios-chart" in both["html"]
+    r = get(server, "compare?jobs=sb-t00,nobody")
+    assert r.status_code == 404 and "nobody" in r.json()["message"]
+    for bad in ("", "?jobs=", "?jobs=Bad..Name", "?jobs=" + ",".join(f"j{i}" for i in range(40))):
+        assert get(server, "compare" + bad).status_code == 400, bad

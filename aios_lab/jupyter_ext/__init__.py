@@ -5,8 +5,10 @@ Enabled on install by ``jupyter-config/server-config/aios_lab.json``; by hand:
 
 Routes (all behind Jupyter's authentication; POSTs also behind its XSRF check)::
 
-    GET  /aios/api/overview                  jobs, devices + queue, models, endpoints, datasets in one answer
-    GET  /aios/api/jobs | devices | models | endpoints | datasets
+    GET  /aios/api/overview                  jobs, devices + queue + cluster, models, endpoints, datasets, sweeps
+    GET  /aios/api/jobs | devices | models | endpoints | datasets | sweeps
+    GET  /aios/api/sweeps/NAME               the sweep's JSON (trials, curves) and its chart (as the widget draws it)
+    GET  /aios/api/compare?jobs=A,B,C        aios.compare(A, B, C).to_json() and its charts by step
     GET  /aios/api/jobs/NAME                 the job's JSON model plus its checkpoints
     GET  /aios/api/jobs/NAME/metrics?since=N metric rows with step > N
     GET  /aios/api/jobs/NAME/charts          the job's charts as HTML+SVG (aios_lab.charts, as the widget draws them)

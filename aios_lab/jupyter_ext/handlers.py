@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from . import views
 log = logging.getLogger("aios_lab.jupyter_ext")
 
 NAME = r"(?P<name>[a-z0-9][a-z0-9._-]{0,63})"
+JOB_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 MAX_TAIL = 5000
 
 
@@ -132,6 +134,20 @@ class ResumeHandler(AiosHandler):
         await self.guarded(views.resume_job, name, resume_steps(self.request.body))
 
 
+class SweepHandler(AiosHandler):
+    @tornado.web.authenticated
+    async def get(self, name: str) -> None:
+        await self.guarded(views.sweep_detail, name)
+
+
+class CompareHandler(AiosHandler):
+    """``GET /aios/api/compare?jobs=a,b,c``: the jobs side by side (``aios.compare``)."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        await self.guarded(views.compare_jobs, compare_names(self.get_query_argument("jobs", "")))
+
+
 class PrometheusHandler(AiosHandler):
     """``GET /aios/api/metrics``: jobs, devices and the queue for a Prometheus server (text format, or
     OpenMetrics when the scraper's Accept asks for it). Scrapes do not count as user activity."""
@@ -165,6 +181,17 @@ def resume_steps(body: bytes) -> int | float | None:
     return steps
 
 
+def compare_names(raw: str) -> list[str]:
+    """The job names of ``?jobs=a,b,c``, each checked against the name rule (a bad one: 400, nothing read)."""
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    if not names:
+        raise tornado.web.HTTPError(400, "say which jobs to compare: ?jobs=JOB,JOB")
+    for n in names:
+        if not JOB_NAME.fullmatch(n):
+            raise tornado.web.HTTPError(400, f"{n[:80]!r} is not a job name")
+    return names
+
+
 def routes(base_url: str) -> list[tuple]:
     api = url_path_join(base_url, "aios", "api")
     return [
@@ -180,5 +207,8 @@ def routes(base_url: str) -> list[tuple]:
         (url_path_join(api, "models"), ListHandler, {"fn": views.list_models}),
         (url_path_join(api, "endpoints"), ListHandler, {"fn": views.list_endpoints}),
         (url_path_join(api, "datasets"), ListHandler, {"fn": views.list_datasets}),
+        (url_path_join(api, "sweeps"), ListHandler, {"fn": views.list_sweeps}),
+        (url_path_join(api, "sweeps", NAME), SweepHandler),
+        (url_path_join(api, "compare"), CompareHandler),
         (url_path_join(api, "metrics"), PrometheusHandler),
     ]

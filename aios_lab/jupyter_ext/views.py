@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import charts
 from ..data import datasets
+from ..errors import NotFound
 from ..jobs import devices, job, jobs
 from ..registry import list_models as registry_models
 from ..serve import endpoints
@@ -188,9 +189,10 @@ def resume_job(name: str, steps: int | None) -> dict[str, Any]:
 
 
 def list_devices() -> dict[str, Any]:
-    """Accelerators (with the job holding each) and the queue of jobs waiting for them."""
+    """Accelerators (with the job holding each), the queue of jobs waiting for them, and the connected Ray
+    cluster's nodes as last seen (``cluster``: None when none is connected; read from files only)."""
     found = jsonable(devices())
-    return {"devices": found["devices"], "queue": found["queue"]}
+    return {"devices": found["devices"], "queue": found["queue"], "cluster": found.get("cluster")}
 
 
 def list_models() -> dict[str, Any]:
@@ -221,13 +223,16 @@ def endpoint_status(status: dict[str, Any], state: Any, now: float) -> dict[str,
     interval = _number(status.get("interval_s")) or 0.0
     fresh = published is not None and now - published <= max(STALE_AFTER_S, 5 * interval)
     models = status.get("models") if isinstance(status.get("models"), dict) else {}
-    swaps, loads = [], []
+    swaps, loads, llm_models = [], [], []
     for name, m in sorted(models.items()):
         m = m if isinstance(m, dict) else {}
         if isinstance(m.get("swap_failure"), dict):
             swaps.append({**m["swap_failure"], "model": name})
         if m.get("load_failure"):
             loads.append({"model": name, "reason": str(m["load_failure"])})
+        if isinstance(m.get("llm"), dict):
+            llm_models.append({**m["llm"], "model": name})
+    canaries = status.get("canaries") if isinstance(status.get("canaries"), dict) else {}
     return {
         "ready": state == "running" and bool(status.get("ready")) and fresh,
         "requests_total": _number(status.get("requests")),
@@ -236,6 +241,9 @@ def endpoint_status(status: dict[str, Any], state: Any, now: float) -> dict[str,
         "rejected": _number(status.get("rejected")),
         "swap_failures": swaps,
         "load_failures": loads,
+        "llm": status.get("llm") if isinstance(status.get("llm"), dict) else None,
+        "llm_models": llm_models,
+        "canaries": [{**c, "model": name} for name, c in sorted(canaries.items()) if isinstance(c, dict)],
     }
 
 
@@ -245,6 +253,39 @@ def _number(v: Any) -> float | None:
 
 def list_datasets() -> dict[str, Any]:
     return {"datasets": jsonable(list(datasets()))}
+
+
+# ---- sweeps and comparisons -------------------------------------------------------------------
+
+
+def list_sweeps() -> dict[str, Any]:
+    """Every sweep, oldest first, as ``Sweep.to_json(curves=False)`` (state, trial counts, best so far)."""
+    from ..sweeps import sweeps
+
+    out = []
+    for sw in sweeps():
+        try:
+            out.append(jsonable(sw.to_json(curves=False)))
+        except NotFound:  # deleted between the listing and the read
+            continue
+    return {"sweeps": out}
+
+
+def sweep_detail(name: str) -> dict[str, Any]:
+    """One sweep with its trials, curves and the chart the notebook's sweep widget draws (``html``)."""
+    from ..sweeps import Sweep
+    from ..sweeps.widget import chart
+
+    info = jsonable(Sweep(name).to_json())
+    return {**info, "html": chart(info)}
+
+
+def compare_jobs(names: list[str]) -> dict[str, Any]:
+    """``aios.compare(*names).to_json()`` plus its charts by step, drawn as the notebook draws them."""
+    from ..compare import compare
+
+    c = compare(*names)
+    return {**jsonable(c.to_json()), "html": c.charts("step")}
 
 
 def _section(fn: Callable[[], dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -264,4 +305,5 @@ def overview() -> dict[str, Any]:
         "models": _section(list_models, "models"),
         "endpoints": _section(list_endpoints, "endpoints"),
         "datasets": _section(list_datasets, "datasets"),
+        "sweeps": _section(list_sweeps, "sweeps"),
     }

@@ -5,7 +5,7 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import { FailureKind, ICharts, IJob, IOverview, failureKind } from './model';
+import { FailureKind, ICharts, IComparison, IJob, IOverview, ISweep, compareQuery, failureKind } from './model';
 
 export { FailureKind };
 
@@ -45,6 +45,14 @@ export class AiosAPI {
 
   log(name: string, tail = 200): Promise<IFetched<{ log: string }>> {
     return this.get(`jobs/${encodeURIComponent(name)}/log?tail=${tail}`);
+  }
+
+  sweep(name: string): Promise<IFetched<ISweep>> {
+    return this.get<ISweep>(`sweeps/${encodeURIComponent(name)}`);
+  }
+
+  compare(jobs: string[]): Promise<IFetched<IComparison>> {
+    return this.get<IComparison>(`compare?jobs=${encodeURIComponent(compareQuery(jobs))}`);
   }
 
   cancel(name: string): Promise<IJob> {

@@ -4,21 +4,25 @@
  */
 import { ILabShell, ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, MainAreaWidget, WidgetTracker } from '@jupyterlab/apputils';
+import { Widget } from '@lumino/widgets';
 
 import { AiosAPI } from './api';
 import { aiosIcon } from './icon';
 import { JobPanel } from './jobpanel';
+import { ComparePanel, SweepPanel } from './panels';
 import { AiosSidebar, SidebarModel } from './sidebar';
 
 namespace CommandIDs {
   export const openSidebar = 'aios:open-sidebar';
   export const openJob = 'aios:open-job';
+  export const openSweep = 'aios:open-sweep';
+  export const openCompare = 'aios:open-compare';
   export const refresh = 'aios:refresh';
 }
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'aios-lab:plugin',
-  description: 'A sidebar that tracks aios_lab jobs, devices, models, endpoints and datasets live.',
+  description: 'A sidebar that tracks aios_lab jobs, sweeps, devices, models, endpoints and datasets live.',
   autoStart: true,
   requires: [ILabShell],
   optional: [ILayoutRestorer, ICommandPalette],
@@ -26,11 +30,29 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const api = new AiosAPI(app.serviceManager.serverSettings);
     const model = new SidebarModel(api);
     const tracker = new WidgetTracker<MainAreaWidget<JobPanel>>({ namespace: 'aios-job' });
+    const sweepTracker = new WidgetTracker<MainAreaWidget<SweepPanel>>({ namespace: 'aios-sweep' });
+    const compareTracker = new WidgetTracker<MainAreaWidget<ComparePanel>>({ namespace: 'aios-compare' });
 
     const sidebar = new AiosSidebar({
       model,
-      openJob: name => void app.commands.execute(CommandIDs.openJob, { name })
+      openJob: name => void app.commands.execute(CommandIDs.openJob, { name }),
+      openSweep: name => void app.commands.execute(CommandIDs.openSweep, { name }),
+      openCompare: jobs => void app.commands.execute(CommandIDs.openCompare, { jobs: jobs.join(',') })
     });
+
+    /** Show `content` in the main area (or the tab already showing the same thing). */
+    const show = <T extends Widget>(t: WidgetTracker<MainAreaWidget<T>>, content: T): MainAreaWidget<T> => {
+      const widget = new MainAreaWidget<T>({ content });
+      widget.id = content.id;
+      widget.title.label = content.title.label;
+      widget.title.caption = content.title.caption;
+      widget.title.icon = aiosIcon;
+      widget.title.closable = true;
+      void t.add(widget);
+      shell.add(widget, 'main');
+      shell.activateById(widget.id);
+      return widget;
+    };
     shell.add(sidebar, 'left', { rank: 600 });
     if (restorer) {
       restorer.add(sidebar, sidebar.id);
@@ -38,6 +60,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
         command: CommandIDs.openJob,
         args: w => ({ name: w.content.name }),
         name: w => w.content.name
+      });
+      void restorer.restore(sweepTracker, {
+        command: CommandIDs.openSweep,
+        args: w => ({ name: w.content.name }),
+        name: w => w.content.name
+      });
+      void restorer.restore(compareTracker, {
+        command: CommandIDs.openCompare,
+        args: w => ({ jobs: w.content.jobs.join(',') }),
+        name: w => w.content.jobs.join(',')
       });
     }
 
@@ -63,17 +95,43 @@ const plugin: JupyterFrontEndPlugin<void> = {
           shell.activateById(open.id);
           return open;
         }
-        const content = new JobPanel(api, name, () => void model.refresh());
-        const widget = new MainAreaWidget({ content });
-        widget.id = content.id;
-        widget.title.label = content.title.label;
-        widget.title.caption = content.title.caption;
-        widget.title.icon = aiosIcon;
-        widget.title.closable = true;
-        void tracker.add(widget);
-        shell.add(widget, 'main');
-        shell.activateById(widget.id);
-        return widget;
+        return show(tracker, new JobPanel(api, name, () => void model.refresh()));
+      }
+    });
+    app.commands.addCommand(CommandIDs.openSweep, {
+      label: args => (args.name ? `AIOS: Open Sweep ${args.name}` : 'AIOS: Open Sweep'),
+      icon: aiosIcon,
+      execute: args => {
+        const name = String(args.name ?? '');
+        if (!name) {
+          return;
+        }
+        const open = sweepTracker.find(w => w.content.name === name);
+        if (open) {
+          shell.activateById(open.id);
+          return open;
+        }
+        return show(sweepTracker, new SweepPanel(api, name, job => void app.commands.execute(CommandIDs.openJob, { name: job })));
+      }
+    });
+    app.commands.addCommand(CommandIDs.openCompare, {
+      label: 'AIOS: Compare Jobs',
+      icon: aiosIcon,
+      execute: args => {
+        const jobs = String(args.jobs ?? '')
+          .split(',')
+          .map(j => j.trim())
+          .filter(Boolean);
+        if (jobs.length === 0) {
+          return;
+        }
+        const key = jobs.join(',');
+        const open = compareTracker.find(w => w.content.jobs.join(',') === key);
+        if (open) {
+          shell.activateById(open.id);
+          return open;
+        }
+        return show(compareTracker, new ComparePanel(api, jobs));
       }
     });
     if (palette) {

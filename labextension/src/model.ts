@@ -72,6 +72,174 @@ export interface IEndpoint {
   swap_failures?: ISwapFailure[];
   /** models that would not load at all */
   load_failures?: Array<{ model: string; reason: string }>;
+  /** the endpoint's language models together (null when it serves none) */
+  llm?: ILLMOverall | null;
+  /** each language model's numbers */
+  llm_models?: ILLMStats[];
+  /** canaries by model (running or ended) */
+  canaries?: ICanary[];
+}
+
+export interface ILLMOverall {
+  routes?: string[];
+  models?: string[];
+  tokens_per_s?: number | null;
+  running?: number;
+  waiting?: number;
+}
+
+/** One language model on an endpoint, as its status row publishes it (serve/llm/metrics.py). */
+export interface ILLMStats {
+  model: string;
+  routes?: string[];
+  versions?: number[];
+  tokens_per_s?: number | null;
+  ttft_p50_ms?: number | null;
+  ttft_p99_ms?: number | null;
+  running?: number;
+  waiting?: number;
+  kv_slots?: number;
+  kv_slots_used?: number;
+  generation_tokens?: number;
+}
+
+export interface ICanary {
+  model: string;
+  version?: number;
+  percent?: number;
+  base?: number | null;
+  state?: string;
+  arms?: Record<string, { version?: number; requests?: number; errors?: number; error_rate?: number | null }>;
+}
+
+/** 'chat: 457 tok/s · TTFT p50 12.5 ms / p99 80.3 ms · 3 running, 1 waiting · KV 3/16' */
+export function describeLLM(m: ILLMStats): string {
+  const parts = [`${m.model}${m.versions && m.versions.length ? ` v${m.versions.join(',')}` : ''}`];
+  parts.push(typeof m.tokens_per_s === 'number' ? `${formatNumber(m.tokens_per_s)} tok/s` : '- tok/s');
+  if (typeof m.ttft_p50_ms === 'number') {
+    parts.push(`TTFT p50 ${formatNumber(m.ttft_p50_ms)} ms / p99 ${formatNumber(m.ttft_p99_ms)} ms`);
+  }
+  parts.push(`${m.running ?? 0} running, ${m.waiting ?? 0} waiting`);
+  if (m.kv_slots) {
+    parts.push(`KV ${m.kv_slots_used ?? 0}/${m.kv_slots}`);
+  }
+  return parts.join(' · ');
+}
+
+/** 'canary digits v4 at 25% (base v3) · 10 req, 0 errors' */
+export function describeCanary(c: ICanary): string {
+  const base = c.base !== undefined && c.base !== null ? ` (base v${c.base})` : '';
+  const arm = c.arms?.canary;
+  const seen = arm && typeof arm.requests === 'number' ? ` · ${arm.requests} req, ${arm.errors ?? 0} errors` : '';
+  const ended = c.state === 'ended' ? ' · ended' : '';
+  return `canary ${c.model} v${c.version ?? '?'} at ${c.percent ?? 0}%${base}${seen}${ended}`;
+}
+
+/** A Ray node as aios.devices()["cluster"] shows it (cluster/api.py Node.to_json). */
+export interface IClusterNode {
+  node_id: string;
+  host?: string | null;
+  ip?: string | null;
+  alive: boolean;
+  head?: boolean;
+  cpus?: number;
+  gpus?: number;
+  tpus?: number;
+  memory?: number;
+  /** what aios runs there: 'JOB rank R' */
+  aios?: string[];
+}
+
+export interface ICluster {
+  address: string;
+  ray_version?: string;
+  checked?: number | null;
+  nodes: IClusterNode[];
+}
+
+/** '8 CPU · 4 GPU · 32.0 GiB' */
+export function nodeResources(n: IClusterNode): string {
+  const parts = [`${formatNumber(n.cpus ?? 0)} CPU`];
+  if (n.gpus) {
+    parts.push(`${formatNumber(n.gpus)} GPU`);
+  }
+  if (n.tpus) {
+    parts.push(`${formatNumber(n.tpus)} TPU`);
+  }
+  if (n.memory) {
+    parts.push(formatBytes(n.memory));
+  }
+  return parts.join(' · ');
+}
+
+// ---- sweeps and comparisons ----------------------------------------------------------------
+
+export interface ITrial {
+  number: number;
+  job: string;
+  state: string;
+  params: Record<string, unknown>;
+  value: number | null;
+  step: number | null;
+  steps: number | null;
+  best?: boolean;
+  error?: string | null;
+}
+
+/** Sweep.to_json() (curves null in the list). */
+export interface ISweep {
+  name: string;
+  state: string;
+  error?: string | null;
+  created?: number;
+  dataset?: unknown;
+  model?: unknown;
+  metric: string;
+  goal: string;
+  early_stop?: string;
+  sampler?: string;
+  trials_total: number;
+  space?: Record<string, string>;
+  trials: ITrial[];
+  best: ITrial | null;
+  counts: Record<string, number>;
+  device_steps?: number;
+  curves?: Record<string, Array<[number, number]>> | null;
+  /** the chart the notebook's sweep widget draws (detail only) */
+  html?: string;
+}
+
+/** '2/6 trials (1 running, 1 succeeded)' */
+export function trialCounts(s: ISweep): string {
+  const counts = Object.entries(s.counts ?? {})
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([state, n]) => `${n} ${state}`)
+    .join(', ');
+  return `${s.trials.length}/${s.trials_total} trials${counts ? ` (${counts})` : ''}`;
+}
+
+/** 'best sb-t01: val.loss 0.1234' or '' before any trial finished. */
+export function bestLabel(s: ISweep): string {
+  return s.best ? `best ${s.best.job}: ${s.metric} ${formatNumber(s.best.value)}` : '';
+}
+
+/** A setting of a trial as text (numbers in 4 significant digits). */
+export function formatParam(v: unknown): string {
+  return typeof v === 'number' ? formatNumber(v) : describe(v);
+}
+
+/** aios.compare(...).to_json() plus its charts by step. */
+export interface IComparison {
+  jobs: string[];
+  metrics: string[];
+  summary: Array<Record<string, unknown> & { job: string; state: string; step: number }>;
+  config: Record<string, Record<string, unknown>>;
+  html: string;
+}
+
+/** The job names of a comparison query ('a,b,c') in order, without repeats or blanks. */
+export function compareQuery(names: string[]): string {
+  return [...new Set(names.map(n => n.trim()).filter(Boolean))].join(',');
 }
 
 /** A failed hot swap as the endpoint publishes it in its catalog row's status. */
@@ -110,10 +278,12 @@ export interface ISection {
 
 export interface IOverview {
   jobs: ISection & { jobs: IJob[] };
-  devices: ISection & { devices: IDevice[]; queue: IQueued[]; kind?: string };
+  devices: ISection & { devices: IDevice[]; queue: IQueued[]; kind?: string; cluster?: ICluster | null };
   models: ISection & { models: Record<string, unknown>[] };
   endpoints: ISection & { endpoints: IEndpoint[] };
   datasets: ISection & { datasets: IDataset[] };
+  /** absent from a server older than the sweeps section */
+  sweeps?: ISection & { sweeps: ISweep[] };
 }
 
 /** The job's charts, drawn by the server with the module the notebook widget uses (aios_lab.charts). */

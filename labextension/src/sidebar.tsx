@@ -1,7 +1,7 @@
 /**
- * The AIOS sidebar: one poller over /aios/api/overview feeding five collapsible sections
- * (Jobs, Devices, Models, Endpoints, Datasets) and a status line for the empty, offline and
- * extension-missing states.
+ * The AIOS sidebar: one poller over /aios/api/overview feeding six collapsible sections
+ * (Jobs, Sweeps, Devices, Models, Endpoints, Datasets) and a status line for the empty, offline and
+ * extension-missing states. Jobs ticked in the list can be opened side by side (Compare).
  */
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { Button, ReactWidget, SidePanel, ToolbarButton, refreshIcon } from '@jupyterlab/ui-components';
@@ -13,11 +13,16 @@ import { AiosAPI, APIError, FailureKind } from './api';
 import { Sparkline } from './charts';
 import { aiosIcon } from './icon';
 import {
+  ICluster,
   IDevice,
   IJob,
   IOverview,
+  ISweep,
   actions,
+  bestLabel,
   describe,
+  describeCanary,
+  describeLLM,
   describeSwapFailure,
   formatAge,
   formatBytes,
@@ -26,9 +31,11 @@ import {
   groupModels,
   headlineMetric,
   latest,
+  nodeResources,
   progress,
   progressLabel,
-  qualityLabel
+  qualityLabel,
+  trialCounts
 } from './model';
 import { Poller, TickResult } from './poller';
 import { watchVisibility } from './visibility';
@@ -57,6 +64,21 @@ export class SidebarModel {
 
   get changed(): ISignal<this, void> {
     return this._changed;
+  }
+
+  /** The jobs ticked for a comparison, in the order they were ticked. */
+  get selected(): string[] {
+    return this._selected;
+  }
+
+  toggleSelected(name: string): void {
+    this._selected = this._selected.includes(name) ? this._selected.filter(n => n !== name) : [...this._selected, name];
+    this._changed.emit();
+  }
+
+  clearSelected(): void {
+    this._selected = [];
+    this._changed.emit();
   }
 
   /** Poll while visible, stand by while hidden. */
@@ -100,6 +122,8 @@ export class SidebarModel {
       const wasOk = this._status === 'ok';
       this._overview = data;
       this._status = 'ok';
+      const names = new Set(data.jobs.jobs.map(j => j.name));
+      this._selected = this._selected.filter(n => names.has(n)); // a deleted job leaves the selection
       this._message = '';
       if (changed || !wasOk) {
         this._changed.emit();
@@ -122,6 +146,7 @@ export class SidebarModel {
   }
 
   private _overview: IOverview | null = null;
+  private _selected: string[] = [];
   private _status: Status = 'loading';
   private _message = '';
   private _changed = new Signal<this, void>(this);
@@ -130,6 +155,8 @@ export class SidebarModel {
 export interface ISidebarOptions {
   model: SidebarModel;
   openJob: (name: string) => void;
+  openSweep: (name: string) => void;
+  openCompare: (jobs: string[]) => void;
 }
 
 /** The left-sidebar panel. */
@@ -155,7 +182,8 @@ export class AiosSidebar extends SidePanel {
     this.header.addWidget(heading);
     this.header.addWidget(new StatusLine(this.model));
     const sections: Array<[string, (o: IOverview) => JSX.Element]> = [
-      ['Jobs', o => <JobsList overview={o} model={this.model} openJob={options.openJob} />],
+      ['Jobs', o => <JobsList overview={o} model={this.model} openJob={options.openJob} openCompare={options.openCompare} />],
+      ['Sweeps', o => <SweepsList overview={o} openSweep={options.openSweep} />],
       ['Devices', o => <DevicesList overview={o} />],
       ['Models', o => <ModelsList overview={o} />],
       ['Endpoints', o => <EndpointsList overview={o} />],
@@ -233,7 +261,12 @@ function SectionError(props: { error: string }): JSX.Element {
   );
 }
 
-function JobsList(props: { overview: IOverview; model: SidebarModel; openJob: (name: string) => void }): JSX.Element {
+function JobsList(props: {
+  overview: IOverview;
+  model: SidebarModel;
+  openJob: (name: string) => void;
+  openCompare: (jobs: string[]) => void;
+}): JSX.Element {
   const section = props.overview.jobs;
   if (section.error) {
     return <SectionError error={section.error} />;
@@ -243,12 +276,32 @@ function JobsList(props: { overview: IOverview; model: SidebarModel; openJob: (n
   }
   // newest first
   const jobs = [...section.jobs].sort((a, b) => (b.created ?? 0) - (a.created ?? 0));
+  const selected = props.model.selected;
   return (
-    <ul className="aios-list aios-jobs">
-      {jobs.map(job => (
-        <JobRow key={job.name} job={job} model={props.model} openJob={props.openJob} />
-      ))}
-    </ul>
+    <div>
+      {selected.length > 0 && (
+        <div className="aios-compare-bar">
+          <span className="aios-dim">{selected.length} selected</span>
+          <Button
+            small
+            disabled={selected.length < 2}
+            className="aios-compare-open"
+            title={selected.length < 2 ? 'Tick at least two jobs' : `Compare ${selected.join(', ')}`}
+            onClick={() => props.openCompare(selected)}
+          >
+            Compare
+          </Button>
+          <Button small minimal className="aios-compare-clear" onClick={() => props.model.clearSelected()}>
+            Clear
+          </Button>
+        </div>
+      )}
+      <ul className="aios-list aios-jobs">
+        {jobs.map(job => (
+          <JobRow key={job.name} job={job} model={props.model} openJob={props.openJob} />
+        ))}
+      </ul>
+    </div>
   );
 }
 
@@ -334,9 +387,19 @@ function JobRow(props: { job: IJob; model: SidebarModel; openJob: (name: string)
   return (
     <li className="aios-job" data-job={job.name} data-state={job.state}>
       <div className="aios-row-head">
-        <button className="aios-link aios-job-name" title={`Open ${job.name}`} onClick={() => props.openJob(job.name)}>
-          {job.name}
-        </button>
+        <span className="aios-ellipsis">
+          <input
+            type="checkbox"
+            className="aios-job-select"
+            title="Tick jobs to compare them"
+            aria-label={`Select ${job.name} for comparison`}
+            checked={props.model.selected.includes(job.name)}
+            onChange={() => props.model.toggleSelected(job.name)}
+          />
+          <button className="aios-link aios-job-name" title={`Open ${job.name}`} onClick={() => props.openJob(job.name)}>
+            {job.name}
+          </button>
+        </span>
         <StateBadge state={job.state} />
       </div>
       <ProgressBar job={job} />
@@ -386,6 +449,7 @@ function DevicesList(props: { overview: IOverview }): JSX.Element {
           ))}
         </ul>
       )}
+      {section.cluster && <ClusterNodes cluster={section.cluster} />}
       <div className="aios-subhead">Queue</div>
       {section.queue.length === 0 ? (
         <div className="aios-empty">Nothing waiting.</div>
@@ -400,6 +464,43 @@ function DevicesList(props: { overview: IOverview }): JSX.Element {
             </li>
           ))}
         </ol>
+      )}
+    </div>
+  );
+}
+
+/** The connected Ray cluster's nodes as last seen (aios.devices()["cluster"], read from files by the server). */
+function ClusterNodes(props: { cluster: ICluster }): JSX.Element {
+  const c = props.cluster;
+  const alive = c.nodes.filter(n => n.alive).length;
+  return (
+    <div className="aios-cluster" data-address={c.address}>
+      <div className="aios-subhead aios-cluster-head" title={c.checked ? `nodes as seen ${formatAge(c.checked)} ago` : undefined}>
+        Ray cluster {c.address} · {alive}/{c.nodes.length} nodes alive
+      </div>
+      {c.nodes.length === 0 ? (
+        <div className="aios-empty">No nodes seen yet: `%aios cluster` looks again.</div>
+      ) : (
+        <ul className="aios-list aios-nodes">
+          {c.nodes.map(n => (
+            <li key={n.node_id} className="aios-node" data-node={n.node_id} data-host={n.host ?? ''} data-alive={String(n.alive)}>
+              <div className="aios-row-head">
+                <span className="aios-ellipsis" title={`node ${n.node_id}`}>
+                  <span className="aios-strong">{n.host ?? n.ip ?? n.node_id.slice(0, 8)}</span>{' '}
+                  <span className="aios-dim">
+                    {n.ip ?? ''}
+                    {n.head ? ' · head' : ''}
+                  </span>
+                </span>
+                <span className={`aios-badge aios-badge-${n.alive ? (n.aios && n.aios.length ? 'running' : 'idle') : 'failed'}`}>
+                  {n.alive ? 'alive' : 'dead'}
+                </span>
+              </div>
+              <div className="aios-row-meta aios-dim aios-node-resources">{nodeResources(n)}</div>
+              {n.aios && n.aios.length > 0 && <div className="aios-row-meta aios-node-work">{n.aios.join(', ')}</div>}
+            </li>
+          ))}
+        </ul>
       )}
     </div>
   );
@@ -517,6 +618,22 @@ function EndpointsList(props: { overview: IOverview }): JSX.Element {
                 .filter(Boolean)
                 .join(' · ')}
             </div>
+            {(e.llm_models ?? []).length > 1 && e.llm && (
+              <div className="aios-row-meta aios-llm aios-llm-total">
+                language models: {typeof e.llm.tokens_per_s === 'number' ? `${formatNumber(e.llm.tokens_per_s)} tok/s` : '- tok/s'} · {e.llm.running ?? 0} running, {e.llm.waiting ?? 0} waiting
+              </div>
+            )}
+            {(e.llm_models ?? []).map(m => (
+              <div key={`llm-${m.model}`} className="aios-llm-model" data-model={m.model}>
+                <div className="aios-row-meta aios-llm">{describeLLM(m)}</div>
+                {m.routes && m.routes.length > 0 && <div className="aios-row-meta aios-dim aios-llm-routes">{m.routes.join(' ')}</div>}
+              </div>
+            ))}
+            {(e.canaries ?? []).map(c => (
+              <div key={`canary-${c.model}`} className={`aios-row-meta aios-canary${c.state === 'ended' ? ' aios-dim' : ''}`} data-model={c.model} data-state={c.state ?? ''}>
+                {describeCanary(c)}
+              </div>
+            ))}
             {(e.swap_failures ?? []).map(f => (
               <div key={`swap-${f.model}`} className="aios-error aios-swap-failure" data-model={f.model}>
                 {describeSwapFailure(f)}
@@ -532,6 +649,47 @@ function EndpointsList(props: { overview: IOverview }): JSX.Element {
         );
       })}
     </ul>
+  );
+}
+
+function SweepsList(props: { overview: IOverview; openSweep: (name: string) => void }): JSX.Element {
+  const section = props.overview.sweeps;
+  if (!section) {
+    return <div className="aios-empty">This server does not list sweeps.</div>;
+  }
+  if (section.error) {
+    return <SectionError error={section.error} />;
+  }
+  if (section.sweeps.length === 0) {
+    return <div className="aios-empty">No sweeps yet: `%aios sweep NAME --dataset D --model M --over "lr=1e-4..1e-2:log"`.</div>;
+  }
+  const sweeps = [...section.sweeps].sort((a, b) => (b.created ?? 0) - (a.created ?? 0));
+  return (
+    <ul className="aios-list aios-sweeps">
+      {sweeps.map(s => (
+        <SweepRow key={s.name} sweep={s} openSweep={props.openSweep} />
+      ))}
+    </ul>
+  );
+}
+
+function SweepRow(props: { sweep: ISweep; openSweep: (name: string) => void }): JSX.Element {
+  const s = props.sweep;
+  const best = bestLabel(s);
+  return (
+    <li className="aios-item aios-sweep" data-name={s.name} data-state={s.state}>
+      <div className="aios-row-head">
+        <button className="aios-link aios-sweep-name" title={`Open sweep ${s.name}`} onClick={() => props.openSweep(s.name)}>
+          {s.name}
+        </button>
+        <StateBadge state={s.state} />
+      </div>
+      <div className="aios-row-meta aios-dim aios-sweep-counts">
+        {trialCounts(s)} · {s.metric} ({s.goal})
+      </div>
+      {best && <div className="aios-row-meta aios-sweep-best">{best}</div>}
+      {s.error && <div className="aios-error" title={s.error}>{s.error}</div>}
+    </li>
   );
 }
 

@@ -3,8 +3,13 @@ import { test } from 'node:test';
 
 import {
   IJob,
+  ISweep,
   actions,
+  bestLabel,
+  compareQuery,
   describe,
+  describeCanary,
+  describeLLM,
   describeSwapFailure,
   domainOf,
   evalSplits,
@@ -19,10 +24,12 @@ import {
   isActive,
   latest,
   linePath,
+  nodeResources,
   progress,
   progressLabel,
   qualityLabel,
-  sparkPath
+  sparkPath,
+  trialCounts
 } from '../src/model';
 
 const job = (over: Partial<IJob>): IJob => ({ name: 'j', state: 'running', step: 0, steps: 100, ...over });
@@ -167,4 +174,33 @@ test('a failed hot swap reads as one line', () => {
     'hot swap of digits@production to v4 failed (2 tries): sha256 mismatch; still serving v3'
   );
   assert.equal(describeSwapFailure({ model: 'iris', version: 2, attempts: 1, reason: 'bad file' }), 'hot swap of iris to v2 failed (1 try): bad file');
+});
+
+test('language models, canaries and cluster nodes read as one line each', () => {
+  const llm = { model: 'chat', versions: [2], tokens_per_s: 456.7, ttft_p50_ms: 12.5, ttft_p99_ms: 80.25, running: 3, waiting: 1, kv_slots: 16, kv_slots_used: 3 };
+  assert.equal(describeLLM(llm), 'chat v2 · 456.7 tok/s · TTFT p50 12.5 ms / p99 80.25 ms · 3 running, 1 waiting · KV 3/16');
+  assert.equal(describeLLM({ model: 'chat', tokens_per_s: null }), 'chat · - tok/s · 0 running, 0 waiting');
+  const arms = { canary: { version: 4, requests: 10, errors: 1 } };
+  assert.equal(describeCanary({ model: 'digits', version: 4, percent: 25, base: 3, state: 'running', arms }), 'canary digits v4 at 25% (base v3) · 10 req, 1 errors');
+  assert.equal(describeCanary({ model: 'digits', version: 4, percent: 25, state: 'ended' }), 'canary digits v4 at 25% · ended');
+  assert.equal(nodeResources({ node_id: 'n', alive: true, cpus: 8, gpus: 4, memory: 32 * 2 ** 30 }), '8 CPU · 4 GPU · 32.0 GiB');
+  assert.equal(nodeResources({ node_id: 'n', alive: true, cpus: 2, tpus: 4 }), '2 CPU · 4 TPU');
+});
+
+test('sweeps: trial counts, best so far and comparison queries', () => {
+  const trial = (number: number, state: string, value: number | null) => ({ number, job: `s-t0${number}`, state, params: {}, value, step: 10, steps: 20 });
+  const sweep: ISweep = {
+    name: 's',
+    state: 'running',
+    metric: 'val.loss',
+    goal: 'min',
+    trials_total: 4,
+    trials: [trial(0, 'succeeded', 0.25), trial(1, 'running', null)],
+    best: trial(0, 'succeeded', 0.25),
+    counts: { succeeded: 1, running: 1 }
+  };
+  assert.equal(trialCounts(sweep), '2/4 trials (1 running, 1 succeeded)');
+  assert.equal(bestLabel(sweep), 'best s-t00: val.loss 0.25');
+  assert.equal(bestLabel({ ...sweep, best: null }), '');
+  assert.equal(compareQuery(['a', ' b', 'a', '', 'c']), 'a,b,c');
 });
