@@ -17,6 +17,7 @@ import ipywidgets as widgets
 from . import metric_names as M
 from .charts import fmt, fmt_count, job_charts
 from .errors import AiosError
+from .jobs.job import where
 from .render import nbytes
 
 STATE_COLORS = {
@@ -81,6 +82,8 @@ def _header(info: dict[str, Any]) -> str:
     color = STATE_COLORS.get(state, "#888")
     per_device = info.get("state_bytes_per_device")
     devices = f"{info['n_devices']} {info['device_kind']} device{'s' if info['n_devices'] != 1 else ''}"
+    if info.get("gang"):  # a cluster job: the hosts and where each rank runs
+        devices += f" ({html.escape(where(info))})"
     bits = [
         f"<b class='aios-job-name'>{html.escape(info['name'])}</b> "
         f"<span class='aios-state' data-state='{html.escape(state)}' style='color:{color};font-weight:600'>"

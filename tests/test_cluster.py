@@ -119,7 +119,12 @@ def test_a_gang_job_follows_local_processes_and_a_killed_rank_resumes_bitwise(co
     assert len({r["node_id"] for r in j["hosts"]}) == 2, "one rank per Ray node"
     on_nodes = {n["node_id"]: n["aios"] for n in cluster.devices()["nodes"]}
     assert sorted(sum(on_nodes.values(), [])) == ["gang rank 0", "gang rank 1"]
-    assert f"ray 2x4: r0 {j['hosts'][0]['host']} {j['hosts'][0]['node_id'][:6]}" in str(verbs.run("jobs"))
+    placed = f"ray 2x4: r0 {j['hosts'][0]['host']} {j['hosts'][0]['node_id'][:6]}"
+    assert placed in str(verbs.run("jobs"))
+    widget = gang.widget()  # the notebook's live view names the hosts too
+    widget.update()
+    assert placed in widget.header.value, widget.header.value
+    widget.close()
 
     os.kill(j["hosts"][1]["pid"], signal.SIGKILL)  # kill -9 one rank
     assert gang.wait(timeout=600) == "succeeded", gang.log_tail()

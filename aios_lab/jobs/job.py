@@ -402,6 +402,21 @@ def to_json(r: dict[str, Any], latest: dict[str, dict[str, Any]], disk: int | No
     }
 
 
+def where(j: dict[str, Any]) -> str:
+    """Where a job runs, in a few words: local device ids, or a cluster gang and the host of each rank."""
+    from ..render import fmt
+
+    gang = j.get("gang")
+    if not gang:
+        return fmt(j["devices"]) if j["devices"] else f"({j['n_devices']})"
+    text = f"ray {gang['hosts']}x{gang['devices_per_host']}"
+    if j.get("hosts"):
+        text += ": " + ", ".join(f"r{r['rank']} {r['host']} {r['node_id'][:6]}" for r in j["hosts"])
+    elif gang.get("state") == "placing":
+        text += " (placing)"
+    return text
+
+
 def delete(name: str, force: bool = False) -> int:
     """``%aios job delete NAME [--force]``: see :meth:`Job.delete`; returns the bytes freed."""
     return Job(name).delete(force=force)

@@ -10,8 +10,9 @@ from IPython.core.magic_arguments import argument, argument_group, magic_argumen
 
 from .. import metric_names as mn
 from ..errors import InvalidInput
+from ..jobs.job import where as job_where
 from ..jobs.limits import number
-from ..render import Table, Text, age, fmt, nbytes
+from ..render import Table, Text, age, nbytes
 from . import verb
 
 
@@ -233,19 +234,6 @@ def _follow(job, ctx, wait: bool):
     return Text(_describe(job))
 
 
-def where(j: dict) -> str:
-    """Where a job runs, for a table cell: local device ids, or a cluster gang and the host of each rank."""
-    gang = j.get("gang")
-    if not gang:
-        return fmt(j["devices"]) if j["devices"] else f"({j['n_devices']})"
-    text = f"ray {gang['hosts']}x{gang['devices_per_host']}"
-    if j.get("hosts"):
-        text += ": " + ", ".join(f"r{r['rank']} {r['host']} {r['node_id'][:6]}" for r in j["hosts"])
-    elif gang.get("state") == "placing":
-        text += " (placing)"
-    return text
-
-
 def _describe(job) -> str:
     j = job.to_json()
     on = (
@@ -274,7 +262,7 @@ def jobs(args, ctx):
                 f"{j['step']}/{j['steps']}",
                 j[mn.LOSS],
                 j[mn.ACCURACY],
-                where(j),
+                job_where(j),
                 j["model"],
                 j["dataset"],
                 nbytes(j["disk_bytes"] or 0),
