@@ -120,7 +120,7 @@ def test_a_gang_job_follows_local_processes_and_a_killed_rank_resumes_bitwise(co
     on_nodes = {n["node_id"]: n["aios"] for n in cluster.devices()["nodes"]}
     assert sorted(sum(on_nodes.values(), [])) == ["gang rank 0", "gang rank 1"]
     placed = f"ray 2x4: r0 {j['hosts'][0]['host']} {j['hosts'][0]['node_id'][:6]}"
-    assert placed in str(verbs.run("jobs"))
+    assert placed in str(verbs.run("jobs")) and j["where"].startswith(placed)  # the sidebar shows j["where"]
     widget = gang.widget()  # the notebook's live view names the hosts too
     widget.update()
     assert placed in widget.header.value, widget.header.value

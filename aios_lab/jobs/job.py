@@ -367,7 +367,7 @@ def to_json(r: dict[str, Any], latest: dict[str, dict[str, Any]], disk: int | No
     batch = cfg.get("train", {}).get("batch") or 1
     rate = (train.get(mn.EXAMPLES_PER_S) or 0) / batch
     eta = (r["steps"] - r["step"]) / rate if rate and r["state"] == "running" else None
-    return {
+    out = {
         "name": r["name"],
         "state": r["state"],
         "step": r["step"],
@@ -400,6 +400,8 @@ def to_json(r: dict[str, Any], latest: dict[str, dict[str, Any]], disk: int | No
         "hosts": info.get("ranks", []) if gang else [],
         "gang": {**gang, "state": info.get("gang"), "checkpoint_dir": cfg.get("checkpoint_dir")} if gang else None,
     }
+    out["where"] = where(out)
+    return out
 
 
 def where(j: dict[str, Any]) -> str:

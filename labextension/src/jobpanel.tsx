@@ -8,7 +8,7 @@ import * as React from 'react';
 
 import { AiosAPI, APIError } from './api';
 import { ServerCharts } from './charts';
-import { IJob, describe, evalSplits, formatAge, formatDevices, formatDuration, formatNumber, isActive, latest, progressLabel } from './model';
+import { IJob, describe, evalSplits, formatAge, formatDevices, formatDuration, formatNumber, isActive, latest, placementLabel, progressLabel } from './model';
 import { Poller, TickResult } from './poller';
 import { JobActions, ProgressBar, StateBadge } from './sidebar';
 import { watchVisibility } from './visibility';
@@ -133,7 +133,7 @@ export class JobPanel extends ReactWidget {
       ['step', progressLabel(job)],
       ['model', describe(job.model)],
       ['dataset', describe(job.dataset)],
-      ['devices', `${job.device_kind ?? ''} ${formatDevices(job.devices)} (${job.n_devices ?? '-'})`],
+      ['devices', job.on === 'ray' ? placementLabel(job) : `${job.device_kind ?? ''} ${formatDevices(job.devices)} (${job.n_devices ?? '-'})`],
       ['train loss', formatNumber(latest(job, 'train', 'loss'))],
       ...evals,
       ['examples/s', formatNumber(latest(job, 'train', 'examples_per_s'))],

@@ -35,6 +35,10 @@ export interface IJob {
   metrics?: Record<string, Record<string, number | null> | null>;
   eta_s?: number | null;
   attempts?: number;
+  /** 'local' or 'ray' (a gang on the connected cluster) */
+  on?: string;
+  /** where it runs, in a few words: device ids, or 'ray 2x4: r0 HOST NODE, r1 ...' for a gang */
+  where?: string;
   /** recent training losses, oldest first (overview only) */
   spark?: number[];
   /** steps with a finished checkpoint (detail only) */
@@ -452,6 +456,15 @@ export function formatDevices(ids: number[] | null | undefined): string {
     start = prev = id;
   }
   return out.join(',');
+}
+
+/** Where a job runs: its device kind and ids, or for a cluster gang the hosts and where each rank runs. */
+export function placementLabel(job: IJob): string {
+  if (job.on === 'ray' && job.where) {
+    return job.where;
+  }
+  const kind = job.device_kind ?? 'dev';
+  return `${kind} ${job.devices && job.devices.length ? formatDevices(job.devices) : `×${job.n_devices ?? '-'}`}`;
 }
 
 /** A label for a model spec or name as the jobs API stores it. */

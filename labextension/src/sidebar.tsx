@@ -26,12 +26,12 @@ import {
   describeSwapFailure,
   formatAge,
   formatBytes,
-  formatDevices,
   formatNumber,
   groupModels,
   headlineMetric,
   latest,
   nodeResources,
+  placementLabel,
   progress,
   progressLabel,
   qualityLabel,
@@ -420,8 +420,8 @@ function JobRow(props: { job: IJob; model: SidebarModel; openJob: (name: string)
         )}
       </div>
       <div className="aios-row-meta aios-row-foot">
-        <span title="devices">
-          {job.device_kind ?? 'dev'} {job.devices && job.devices.length ? formatDevices(job.devices) : `×${job.n_devices ?? '-'}`}
+        <span className="aios-job-where" title={job.on === 'ray' ? 'Ray gang: hosts and where each rank runs' : 'devices'}>
+          {placementLabel(job)}
         </span>
         <span className="aios-dim" title="model · dataset">
           {describe(job.model)} · {describe(job.dataset)}

@@ -25,6 +25,7 @@ import {
   latest,
   linePath,
   nodeResources,
+  placementLabel,
   progress,
   progressLabel,
   qualityLabel,
@@ -203,4 +204,12 @@ test('sweeps: trial counts, best so far and comparison queries', () => {
   assert.equal(bestLabel(sweep), 'best s-t00: val.loss 0.25');
   assert.equal(bestLabel({ ...sweep, best: null }), '');
   assert.equal(compareQuery(['a', ' b', 'a', '', 'c']), 'a,b,c');
+});
+
+test('placementLabel names device ids locally and the ranks\' hosts for a Ray gang', () => {
+  const local: IJob = { name: 'a', state: 'running', step: 1, steps: 2, devices: [0, 1, 2, 3], n_devices: 4, device_kind: 'cpu' };
+  assert.equal(placementLabel(local), 'cpu 0-3');
+  assert.equal(placementLabel({ ...local, devices: [], state: 'queued' }), 'cpu ×4');
+  const gang: IJob = { ...local, devices: [], on: 'ray', where: 'ray 2x4: r0 host-a 1a2b3c, r1 host-b 4d5e6f' };
+  assert.equal(placementLabel(gang), 'ray 2x4: r0 host-a 1a2b3c, r1 host-b 4d5e6f');
 });
