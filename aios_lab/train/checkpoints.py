@@ -85,7 +85,7 @@ class Checkpoints:
                     self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
                 )
                 break
-            except FileNotFoundError:  # a reader listed a step that the job's writer removed (keep=N) meanwhile
+            except (FileNotFoundError, NotADirectoryError):  # a listed step that the writer removed (keep=N) since
                 if not read_only or attempt == READ_RETRIES - 1:
                     raise
                 time.sleep(0.05 * (attempt + 1))
