@@ -105,7 +105,7 @@ GENERATE_RESPONSE = {
     },
 }
 STREAM = {"text/event-stream": {"schema": {"type": "string"}}}
-GENERATION_STATUSES = (400, 404, 408, 413, 415, 429, 500, 503)
+GENERATION_STATUSES = (400, 403, 404, 408, 413, 415, 429, 500, 503)
 
 
 def paths() -> dict[str, dict]:
@@ -125,7 +125,9 @@ def paths() -> dict[str, dict]:
     }
     out["/v1/models/{model}"] = {
         "parameters": _path_params("model"),
-        "get": _op("One language model", answer("Model", {"type": "object"}, False), (404,), op_id="v1_model", **v1),
+        "get": _op(
+            "One language model", answer("Model", {"type": "object"}, False), (400, 403, 404), op_id="v1_model", **v1
+        ),
     }
     out["/v1/chat/completions"] = {
         "post": _op(
