@@ -170,7 +170,8 @@ def main() -> None:
     print(
         f"devices: {OPTS.devices} x {jax.devices()[0].platform}, mlp 64-256-256-10 on sklearn digits, batch {BATCH}, "
         f"{cfg['steps']} steps (job defaults: {cfg['optimizer']}, clip {cfg['clip']}, warmup {cfg['warmup']}, "
-        f"weight decay {cfg['weight_decay']}, checkpoint/eval every {cfg['checkpoint_every']}/{cfg['eval_every']}), "
+        f"weight decay {cfg['weight_decay']}, checkpoint/eval every {cfg['checkpoint_every']}/{cfg['eval_every']} "
+        f"with >= {cfg.get('checkpoint_min_s', 0):g} s between checkpoints), "
         f"{OPTS.rounds} interleaved rounds, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     for i, clock in enumerate(("wall", "cpu")):

@@ -37,6 +37,20 @@ def _cfg(**kw):
     return TrainConfig(**{**base, **kw})
 
 
+def test_a_derived_checkpoint_cadence_waits_between_saves_and_a_given_one_is_exact(digits, tmp_path):
+    """A short run at the default cadence (a tenth of the run) keeps only its final checkpoint, because saves
+    wait checkpoint_min_s apart; --checkpoint-every given is kept step for step."""
+    derived = TrainConfig(**{**_cfg().__dict__, "checkpoint_every": None}).validate()
+    assert (derived.checkpoint_every, derived.checkpoint_min_s) == (10, 30.0)
+    assert _cfg().validate().checkpoint_min_s == 0.0
+    train(derived, None, None, tmp_path / "derived", dataset=digits)
+    train(_cfg(keep=10), None, None, tmp_path / "given", dataset=digits)
+    with Checkpoints(tmp_path / "derived", read_only=True) as ck:
+        assert ck.steps() == [40]
+    with Checkpoints(tmp_path / "given", read_only=True) as ck:
+        assert ck.steps() == [10, 20, 30, 40]
+
+
 def test_config_json_round_trip_and_validation():
     cfg = _cfg(shard="fsdp", precision="bf16", coordinator="127.0.0.1:1234", num_processes=2, process_id=1)
     assert TrainConfig.from_json(cfg.to_json()) == cfg

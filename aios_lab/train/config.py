@@ -44,6 +44,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "task": TASKS,
 }
 
+# A default checkpoint cadence (every tenth of the run) also waits this long between saves: a short run
+# would otherwise spend more on checkpoints than on steps (a save costs tens of ms however short the step).
+CHECKPOINT_MIN_S = 30.0
+
 # Bounds of the numeric fields: (low, high, whole number?, low excluded?).
 BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "n_devices": (1, 4096, True, False),
@@ -59,11 +63,13 @@ BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "clip": (0, FLOAT32_MAX, False, False),
     "keep": (1, 10_000, True, False),
     "log_interval_s": (0, 86_400, False, False),
+    "checkpoint_min_s": (0, 86_400 * 365, False, False),
     "num_processes": (1, 4096, True, False),
     "process_id": (0, 4095, True, False),
     "dataset_version": (1, 2**31 - 1, True, False),
 }
-OPTIONAL = ("dataset_version", "checkpoint_every", "eval_every", "warmup")  # None allowed (see TrainConfig)
+# None allowed (see TrainConfig)
+OPTIONAL = ("dataset_version", "checkpoint_every", "checkpoint_min_s", "eval_every", "warmup")
 FLAGS = {"n_devices": "devices", "num_processes": "processes"}  # fields whose flag has another name
 
 
@@ -86,6 +92,9 @@ class TrainConfig:
     shard: str = "dp"
     precision: str = "fp32"
     checkpoint_every: int | None = None  # max(10, steps // 10)
+    # at least this many seconds between checkpoints before the last (None: CHECKPOINT_MIN_S when
+    # checkpoint_every follows the run's length, 0 when it was given; one process only, see the trainer)
+    checkpoint_min_s: float | None = None
     eval_every: int | None = None  # max(10, steps // 10)
     seed: int = 0
     task: str | None = None
@@ -145,6 +154,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None or name not in OPTIONAL:
                 setattr(self, name, _bounded(name, value, *bound))
+        if self.checkpoint_min_s is None:  # before the cadence is filled in: was it given?
+            self.checkpoint_min_s = 0.0 if self.checkpoint_every is not None else CHECKPOINT_MIN_S
         for name, value in self.derived(self.steps).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)

@@ -272,6 +272,9 @@ class _Run:
         self.segment_start = 0  # the first step of the running sums not read yet
         self.last_loss: float | None = None
         self.last_eval: dict | None = None
+        # a time floor between saves must not differ between processes, which save together: one process only
+        self.min_save_s = (config.checkpoint_min_s or 0.0) if jax.process_count() == 1 else 0.0
+        self.last_save = time.monotonic()
 
     def warm_up(self, state: dict) -> None:
         """Compile the eval, finiteness and copy programs now, at start-up, not at the first eval or save."""
@@ -296,7 +299,7 @@ class _Run:
                 self.row_t = time.time()  # the first call compiled the step: rows measure from here
             stopped = bool(should_stop()) if should_stop else False
             final = stopped or done == cfg.steps
-            save = final or done % cfg.checkpoint_every == 0
+            save = final or (done % cfg.checkpoint_every == 0 and self._save_due())
             evaluate = bool(self.eval_batches) and (final or done % cfg.eval_every == 0)
             if save or evaluate or done % cfg.log_every == 0:  # end a segment of the running sums
                 self.pending.append((sums["sum"], self._segment_reader(sums, done, seg_wait)))
@@ -318,6 +321,14 @@ class _Run:
         self.close()
         self.ckpts.wait()
         return _summary(done, stopped, self.last_loss, self.last_eval, self.ckpts)
+
+    def _save_due(self) -> bool:
+        """Whether the time floor between checkpoints (``checkpoint_min_s``) has passed; starts the next one."""
+        now = time.monotonic()
+        if now - self.last_save < self.min_save_s:
+            return False
+        self.last_save = now
+        return True
 
     @functools.partial(jax.profiler.annotate_function, name=CHECKPOINT_SPAN)
     def _save_here(self, done: int, state: dict, evaluated: bool) -> None:

@@ -176,7 +176,11 @@ def _model_config(pairs: str | None) -> dict:
     help="%(choices)s: dp replicates params, fsdp shards params and optimizer state (default %(default)s)",
 )
 @option("--precision", metavar="P", choices_from=_choices("precision"), help="%(choices)s (default %(default)s)")
-@option("--checkpoint-every", metavar="K", help="steps between checkpoints (default %(default)s)")
+@option(
+    "--checkpoint-every",
+    metavar="K",
+    help="steps between checkpoints, exactly (default %(default)s: a tenth of the run, at most one per 30 s)",
+)
 @option("--eval-every", metavar="K", help="steps between evaluations on val (default %(default)s)")
 @option("--warmup", metavar="K", help="steps of linear learning-rate warm-up (default %(default)s)")
 @option("--weight-decay", metavar="W", help="decoupled weight decay of matrices (default %(default)s)")
