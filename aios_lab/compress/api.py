@@ -56,28 +56,6 @@ def _train_config(job: Any) -> dict[str, Any]:
     }
 
 
-def _checkpoint_step(job: Any, checkpoint: str | int | None = "latest") -> int:
-    """The step of ``checkpoint`` ("latest", "best" or a step) among the job's finished checkpoints."""
-    steps = sorted(job.checkpoints())
-    if not steps:
-        raise NotFound(
-            f"job {job.name!r} has no checkpoint yet; wait until it saves one "
-            f"(`%aios jobs` shows its step) and try again"
-        )
-    if checkpoint is None or checkpoint == "latest":
-        return steps[-1]
-    if checkpoint == "best":
-        step = job.best_step()
-        return int(step if step is not None else steps[-1])
-    try:
-        step = int(checkpoint)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"--checkpoint {checkpoint!r}: use best, latest or a step number") from None
-    if step not in steps:
-        raise NotFound(f"job {job.name!r} has no checkpoint at step {step}; it has {', '.join(map(str, steps))}")
-    return step
-
-
 def _dataset(tc: dict[str, Any]) -> Any:
     from ..data import get
     from ..train.lm_data import view
@@ -189,7 +167,7 @@ def compress(
     j = _job(job)
     check_name(j.name, "job")
     tc = _train_config(j)
-    step = _checkpoint_step(j, checkpoint)
+    step = j.checkpoint_step(checkpoint)
     ds = _dataset(tc)
     x, y, label, split = _eval_data(ds, tc["task"], eval)
     model = build(tc["spec"], tc["task"], int(tc["n_outputs"]), tuple(ds.feature_shape))

@@ -203,6 +203,26 @@ class Job:
         with Checkpoints(where, read_only=True) as ckpts:
             return ckpts.steps()
 
+    def checkpoint_step(self, checkpoint: str | int | None = "latest") -> int:
+        """The step of ``checkpoint`` (None or "latest", "best", a step) among the job's finished checkpoints."""
+        steps = sorted(self.checkpoints())
+        if not steps:
+            raise NotFound(
+                f"job {self.name!r} has no checkpoint yet; wait until it saves one (`%aios jobs` shows its step)"
+            )
+        if checkpoint is None or checkpoint == "latest":
+            return steps[-1]
+        if checkpoint == "best":
+            best = self.best_step()
+            return int(best if best is not None else steps[-1])
+        try:
+            step = int(checkpoint)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"--checkpoint {checkpoint!r}: use best, latest or a step number") from None
+        if step not in steps:
+            raise NotFound(f"job {self.name!r} has no checkpoint at step {step}; it has {', '.join(map(str, steps))}")
+        return step
+
     def params(self, checkpoint: str | int = "latest") -> Any:
         """The parameters of a checkpoint ("latest", "best" or a step) as numpy arrays."""
         from ..train.checkpoints import load_params

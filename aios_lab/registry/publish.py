@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import atomic, config, metric_names as mn
 from ..catalog import catalog, next_version, user
-from ..errors import AiosError, InvalidInput, NotFound
+from ..errors import AiosError, InvalidInput
 from ..names import check_name
 from . import aliases
 from .versions import ModelVersion, check_alias, get, models_dir
@@ -347,14 +347,14 @@ def publish(
     if variant is not None:
         params, meta = compressed_variant(j.name, variant)
         step, method = int(meta["checkpoint_step"]), meta["method"]
-        if checkpoint is not None and _checkpoint_step(j, checkpoint) != step:
+        if checkpoint is not None and j.checkpoint_step(checkpoint) != step:
             raise InvalidInput(
                 f"variant {meta['variant']!r} of {j.name!r} was made from step {step}, not from "
                 f"--checkpoint {checkpoint}; compress that checkpoint first or drop --checkpoint"
             )
         metrics = _variant_metrics(meta["report"])
     else:
-        step = _checkpoint_step(j, checkpoint)
+        step = j.checkpoint_step(checkpoint)
         params, method = j.params(step), None
         metrics = _job_metrics(j, step)
     ds = get_dataset(cfg["dataset"], cfg["dataset_version"])
@@ -420,25 +420,6 @@ def _job(job: Any) -> Any:
     if not hasattr(job, "checkpoints") or not hasattr(job, "params"):
         raise InvalidInput(f"expected a job name or a Job, not {type(job).__name__}")
     return job
-
-
-def _checkpoint_step(job: Any, checkpoint: str | int | None) -> int:
-    """The step of ``checkpoint`` (None or "latest", "best", a step) among the job's finished checkpoints."""
-    steps = sorted(job.checkpoints())
-    if not steps:
-        raise NotFound(f"job {job.name!r} has no checkpoint yet; wait until it saves one (`%aios jobs` shows its step)")
-    if checkpoint is None or checkpoint == "latest":
-        return steps[-1]
-    if checkpoint == "best":
-        best = job.best_step()
-        return int(best if best is not None else steps[-1])
-    try:
-        step = int(checkpoint)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"--checkpoint {checkpoint!r}: use best, latest or a step number") from None
-    if step not in steps:
-        raise NotFound(f"job {job.name!r} has no checkpoint at step {step}; it has {', '.join(map(str, steps))}")
-    return step
 
 
 def _variant_metrics(report: dict[str, Any]) -> dict[str, Any]:

@@ -38,25 +38,6 @@ def spec_of(job: Any) -> tuple[dict, dict | None]:
     return spec, train.get("lora")
 
 
-def step_of(job: Any, checkpoint: str | int | None = "latest") -> int:
-    """The step of ``checkpoint`` ("latest", "best" or a step) among the job's finished checkpoints."""
-    steps = sorted(job.checkpoints())
-    if not steps:
-        raise NotFound(f"job {job.name!r} has no checkpoint yet; wait until it saves one (`%aios jobs` shows its step)")
-    if checkpoint in (None, "latest"):
-        return steps[-1]
-    if checkpoint == "best":
-        best = job.best_step()
-        return int(best if best is not None else steps[-1])
-    try:
-        step = int(checkpoint)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"checkpoint {checkpoint!r}: use best, latest or a step number") from None
-    if step not in steps:
-        raise NotFound(f"job {job.name!r} has no checkpoint at step {step}; it has {', '.join(map(str, steps))}")
-    return step
-
-
 def dense_params(spec: dict, lora: dict | None, params: Any) -> Any:
     """A checkpoint's parameters as the full model's (stacked, numpy): adapters merged into the base."""
     if lora is None:
@@ -69,7 +50,7 @@ def dense_params(spec: dict, lora: dict | None, params: Any) -> Any:
 def checkpoint_params(job: Any, checkpoint: str | int | None = "latest") -> tuple[dict, int, Any]:
     """``(spec, step, dense params)`` of a language-model job's checkpoint."""
     spec, lora = spec_of(job)
-    step = step_of(job, checkpoint)
+    step = job.checkpoint_step(checkpoint)
     return spec, step, dense_params(spec, lora, job.params(step))
 
 
@@ -100,7 +81,7 @@ class Generator:
 def generator(job: Any, checkpoint: str | int | None = "latest") -> Generator:
     """The :class:`Generator` of a job's checkpoint, kept for the next call (checkpoints do not change)."""
     spec, lora = spec_of(job)
-    step = step_of(job, checkpoint)
+    step = job.checkpoint_step(checkpoint)
     key = (job.name, job.refresh()["created"], step)  # a job deleted and made again is another job
     with _lock:
         if key in _ready:
@@ -192,7 +173,6 @@ def publish_parts(job: Any, params: Any, adapters: bool = False, merged: bool = 
 
 __all__ = [
     "spec_of",
-    "step_of",
     "dense_params",
     "checkpoint_params",
     "generator",

@@ -60,6 +60,8 @@ def _train_default(field: str) -> Callable[[], Any]:
 
     def read() -> Any:
         value = _from("..train.config", "TrainConfig")().defaults().get(field)
+        if value is None and field == "checkpoint_every":  # derived, with a time floor between saves
+            return f"a tenth of the run, at least {_from('..train.config', 'CHECKPOINT_MIN_S')():g} s apart"
         return "follows --steps" if value is None else value
 
     return read
@@ -179,7 +181,7 @@ def _model_config(pairs: str | None) -> dict:
 @option(
     "--checkpoint-every",
     metavar="K",
-    help="steps between checkpoints, exactly (default %(default)s: a tenth of the run, at most one per 30 s)",
+    help="steps between checkpoints, exactly (default %(default)s)",
 )
 @option("--eval-every", metavar="K", help="steps between evaluations on val (default %(default)s)")
 @option("--warmup", metavar="K", help="steps of linear learning-rate warm-up (default %(default)s)")
