@@ -6,7 +6,8 @@ see it become cancelled. Notebook: the live widgets of a succeeded and a cancell
 the job panel (separate axes, legends that do not overlap, no cut-off text) and only the buttons their state
 allows. Cluster, sweeps, comparisons: the Devices section lists a connected Ray cluster's nodes, Endpoints show
 language-model numbers and a canary, a real sweep appears under Sweeps and opens its trials and chart, and two
-ticked jobs open side by side. Screenshots land in test-artifacts/.
+ticked jobs open side by side. Chat: Models → Chat on a language model served by a real endpoint opens its panel,
+and a typed message streams a reply back through the Jupyter server. Screenshots land in test-artifacts/.
 """
 
 from __future__ import annotations
@@ -396,3 +397,96 @@ def _drive_more(page, lab, artifacts, sweep) -> None:
     assert compare.locator(".aios-compare-summary tbody tr").count() == 2
     assert compare.locator('.aios-compare-config tr[data-key="train.lr"]').count() == 1
     page.screenshot(path=os.path.join(artifacts, "compare-panel.png"))
+
+
+# ---- the chat panel -------------------------------------------------------------------------------------------
+
+
+def test_chat_panel_streams_a_reply_from_a_real_endpoint(tmp_path, aios_home, artifacts):
+    """Models → Chat on the language model opens its panel; a message typed there streams back from a real
+    endpoint serving the tiny Llama fixture, through the Jupyter server (which holds the token)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    from playwright import sync_api
+
+    from aios_lab import registry
+    from aios_lab.procs import free_port
+
+    assert CHROMIUM, "the browser test needs Debian's chromium: run `make browser` (make test does)"
+    registry.import_model("chat", str(Path(__file__).parent / "fixtures" / "hf" / "llama"))
+    errors: list[str] = []
+    ep = None
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(start, tmp_path / "lab", aios_home, lab=True)  # while the endpoint loads the model
+        try:
+            ep = aios.serve(port=free_port(), models=["chat"], lm_slots=2, lm_max_len=64, status_interval_s=0.5)
+            lab = starting.result()
+            with sync_api.sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+                try:
+                    page = browser.new_page(viewport={"width": 1280, "height": 800})
+                    page.on("pageerror", lambda e: errors.append(str(e)))
+                    _chat(page, lab, ep, artifacts)
+                finally:
+                    browser.close()
+        finally:
+            if ep is not None:
+                ep.stop()
+            if starting.exception() is None:
+                starting.result().stop()
+    assert not errors, errors
+    assert "Traceback" not in lab.log_text(), lab.log_text()[-3000:]
+
+
+# Remember every text the reply being streamed showed (the panel marks it .aios-chat-streaming).
+WATCH_STREAMING = """root => {
+  root.__streamed = new Set();
+  new MutationObserver(() => {
+    const t = root.querySelector('.aios-chat-streaming .aios-chat-text');
+    if (t) root.__streamed.add(t.textContent);
+  }).observe(root, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def _chat(page, lab, ep, artifacts) -> None:
+    page.set_default_timeout(30_000)
+    page.goto(f"{lab.url}lab?token={lab.token}")
+    page.wait_for_selector("#jupyterlab-splash", state="detached")
+    tab = page.locator('.jp-SideBar .lm-TabBar-tab[data-id="aios-sidebar"]')
+    tab.wait_for()
+    if "lm-mod-current" not in (tab.get_attribute("class") or ""):
+        tab.click()
+    sidebar = page.locator("#aios-sidebar")
+    sidebar.locator(f'.aios-endpoint[data-name="{ep.url}"] .aios-llm-model[data-model="chat"]').wait_for()
+    sidebar.locator('.aios-model[data-name="chat"] .aios-chat-open').click()
+
+    panel = page.locator('.aios-chat-panel .aios-chat[data-model="chat"]')
+    panel.wait_for()
+    current = page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabLabel")
+    assert current.inner_text() == "Chat: chat"
+    box = panel.locator("textarea.aios-chat-input")
+    box.fill("Hello, who are you?")
+    panel.evaluate(WATCH_STREAMING)
+    box.press("Enter")
+    asked = panel.locator('.aios-chat-message[data-role="user"] .aios-chat-text')
+    asked.wait_for()
+    assert asked.inner_text() == "Hello, who are you?"
+    answered = '.aios-chat[data-model="chat"][data-busy="false"] .aios-chat-message[data-role="assistant"]'
+    page.locator(f"{answered}, .aios-chat-error").first.wait_for()  # the reply is complete, or it failed
+    reply = panel.locator('.aios-chat-message[data-role="assistant"] .aios-chat-text').inner_text()
+    stats = panel.locator(".aios-chat-stats").inner_text()
+    assert reply.strip() and not panel.locator(".aios-chat-error").count(), (reply, stats)
+    assert ep.url.removeprefix("http://") in stats and "chat:1" in stats and "tok/s" in stats, stats
+    assert box.input_value() == ""  # sent, and the box is ready for the next message
+    assert panel.evaluate("e => e.__streamed.size") >= 1  # the reply showed while it streamed
+    page.screenshot(path=os.path.join(artifacts, "chat-panel.png"))
+
+    # an error shows in the panel as the endpoint's one line, and the message goes back in the box
+    too_long = "Tell me more about that. " * 12
+    box.fill(too_long)
+    box.press("Enter")
+    error = panel.locator(".aios-chat-error")
+    error.wait_for()
+    assert "context" in error.inner_text() and "64" in error.inner_text(), error.inner_text()
+    assert box.input_value() == too_long.strip() and panel.locator('.aios-chat-message[data-role="user"]').count() == 1

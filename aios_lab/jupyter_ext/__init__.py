@@ -16,6 +16,8 @@ Routes (all behind Jupyter's authentication; POSTs also behind its XSRF check)::
     POST /aios/api/jobs/NAME/cancel          checkpoint, then stop
     POST /aios/api/jobs/NAME/resume          body {"steps": S} (optional)
     GET  /aios/api/metrics                   jobs, devices and the queue for Prometheus (aios_lab.observability)
+    POST /aios/api/chat                      body {"model", "messages", ...}: the endpoint's chat reply as SSE; the
+                                             extension holds the (infer, one-model) token (see .chat)
 
 JSON GETs carry an ETag and answer 304 to a matching ``If-None-Match``. Errors answer ``{"message", "error"}``
 with the status of :func:`aios_lab.errors.http_status` (404 unknown job, 409 conflict, 400 invalid).

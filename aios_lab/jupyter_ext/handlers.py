@@ -193,6 +193,8 @@ def compare_names(raw: str) -> list[str]:
 
 
 def routes(base_url: str) -> list[tuple]:
+    from .chat import ChatHandler  # it builds on AiosHandler
+
     api = url_path_join(base_url, "aios", "api")
     return [
         (url_path_join(api, "overview"), OverviewHandler),
@@ -211,4 +213,5 @@ def routes(base_url: str) -> list[tuple]:
         (url_path_join(api, "sweeps", NAME), SweepHandler),
         (url_path_join(api, "compare"), CompareHandler),
         (url_path_join(api, "metrics"), PrometheusHandler),
+        (url_path_join(api, "chat"), ChatHandler),
     ]

@@ -5,7 +5,7 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import { FailureKind, ICharts, IComparison, IJob, IOverview, ISweep, compareQuery, failureKind } from './model';
+import { FailureKind, ICharts, IChatMessage, IComparison, IJob, IOverview, ISweep, compareQuery, failureKind } from './model';
 
 export { FailureKind };
 
@@ -17,6 +17,18 @@ export class APIError extends Error {
   ) {
     super(message);
   }
+}
+
+/** The body of POST /aios/api/chat (the server extension holds the endpoint's token, not the browser). */
+export interface IChatRequest {
+  model: string;
+  messages: IChatMessage[];
+  max_tokens?: number;
+  temperature?: number;
+  top_p?: number;
+  seed?: number;
+  /** an endpoint's URL as the Endpoints section lists it; none: the first running one that serves the model */
+  endpoint?: string;
 }
 
 export interface IFetched<T> {
@@ -61,6 +73,29 @@ export class AiosAPI {
 
   resume(name: string, steps?: number): Promise<IJob> {
     return this.post<IJob>(`jobs/${encodeURIComponent(name)}/resume`, steps ? { steps } : {});
+  }
+
+  /**
+   * Start a chat reply: the Response of POST /aios/api/chat once it streams (text/event-stream; its
+   * X-Aios-Endpoint header names the endpoint), or an APIError with the server's one-line message.
+   * Aborting `signal` ends the fetch, and the server then closes its request to the endpoint.
+   */
+  async chat(body: IChatRequest, signal?: AbortSignal): Promise<Response> {
+    const url = URLExt.join(this.settings.baseUrl, 'aios', 'api', 'chat');
+    const init: RequestInit = { method: 'POST', body: JSON.stringify(body), cache: 'no-store', signal };
+    let response: Response;
+    try {
+      response = await ServerConnection.makeRequest(url, init, this.settings);
+    } catch (reason) {
+      if (signal?.aborted) {
+        throw reason;
+      }
+      throw new APIError('offline', `The Jupyter server does not answer (${reason}).`);
+    }
+    if (!response.ok) {
+      await this._json(response); // throws the server's message
+    }
+    return response;
   }
 
   /** Forget the cached answer of every URL (e.g. after a server restart). */

@@ -1,12 +1,14 @@
 /**
  * aios-lab: the JupyterLab sidebar of aios_lab (jobs, devices, models, endpoints, datasets) and a
- * main-area panel per job. It talks only to the REST routes of the aios_lab server extension.
+ * main-area panel per job, sweep, comparison and chat. It talks only to the REST routes of the aios_lab server
+ * extension (a chat streams from an endpoint through it: the server holds the token).
  */
 import { ILabShell, ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, MainAreaWidget, WidgetTracker } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
 import { AiosAPI } from './api';
+import { ChatPanel } from './chat';
 import { aiosIcon } from './icon';
 import { JobPanel } from './jobpanel';
 import { ComparePanel, SweepPanel } from './panels';
@@ -17,6 +19,7 @@ namespace CommandIDs {
   export const openJob = 'aios:open-job';
   export const openSweep = 'aios:open-sweep';
   export const openCompare = 'aios:open-compare';
+  export const openChat = 'aios:open-chat';
   export const refresh = 'aios:refresh';
 }
 
@@ -32,12 +35,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const tracker = new WidgetTracker<MainAreaWidget<JobPanel>>({ namespace: 'aios-job' });
     const sweepTracker = new WidgetTracker<MainAreaWidget<SweepPanel>>({ namespace: 'aios-sweep' });
     const compareTracker = new WidgetTracker<MainAreaWidget<ComparePanel>>({ namespace: 'aios-compare' });
+    const chatTracker = new WidgetTracker<MainAreaWidget<ChatPanel>>({ namespace: 'aios-chat' });
 
     const sidebar = new AiosSidebar({
       model,
       openJob: name => void app.commands.execute(CommandIDs.openJob, { name }),
       openSweep: name => void app.commands.execute(CommandIDs.openSweep, { name }),
-      openCompare: jobs => void app.commands.execute(CommandIDs.openCompare, { jobs: jobs.join(',') })
+      openCompare: jobs => void app.commands.execute(CommandIDs.openCompare, { jobs: jobs.join(',') }),
+      openChat: model => void app.commands.execute(CommandIDs.openChat, { model })
     });
 
     /** Show `content` in the main area (or the tab already showing the same thing). */
@@ -70,6 +75,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
         command: CommandIDs.openCompare,
         args: w => ({ jobs: w.content.jobs.join(',') }),
         name: w => w.content.jobs.join(',')
+      });
+      void restorer.restore(chatTracker, {
+        command: CommandIDs.openChat,
+        args: w => ({ model: w.content.model }),
+        name: w => w.content.model
       });
     }
 
@@ -132,6 +142,22 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return open;
         }
         return show(compareTracker, new ComparePanel(api, jobs));
+      }
+    });
+    app.commands.addCommand(CommandIDs.openChat, {
+      label: args => (args.model ? `AIOS: Chat with ${args.model}` : 'AIOS: Chat'),
+      icon: aiosIcon,
+      execute: args => {
+        const model = String(args.model ?? '');
+        if (!model) {
+          return;
+        }
+        const open = chatTracker.find(w => w.content.model === model);
+        if (open) {
+          shell.activateById(open.id);
+          return open;
+        }
+        return show(chatTracker, new ChatPanel(api, model));
       }
     });
     if (palette) {

@@ -602,6 +602,14 @@ export interface IModelSummary {
   metrics: Record<string, unknown>;
   job: string | null;
   created: number | null;
+  /** a language model (its signature has text generation): the sidebar offers Chat */
+  lm: boolean;
+}
+
+/** Whether a registry row is a language model: its signature has the text-generation route (task lm). */
+export function isLanguageModel(row: Record<string, any>): boolean {
+  const sig = row && typeof row.signature === 'object' && row.signature !== null ? row.signature : {};
+  return typeof sig.generate === 'object' && sig.generate !== null;
 }
 
 /** Registry rows (one per version) grouped into one summary per model, names in order. */
@@ -634,7 +642,8 @@ export function groupModels(rows: Array<Record<string, any>>): IModelSummary[] {
       nbytes: typeof latest.nbytes === 'number' ? latest.nbytes : null,
       metrics: (latest.metrics ?? {}) as Record<string, unknown>,
       job: typeof lineage.job === 'string' ? lineage.job : null,
-      created: typeof latest.created === 'number' ? latest.created : null
+      created: typeof latest.created === 'number' ? latest.created : null,
+      lm: sorted.some(isLanguageModel)
     });
   }
   return out;
@@ -651,4 +660,125 @@ export function headlineMetric(metrics: Record<string, unknown>): string {
     }
   }
   return '';
+}
+
+// ---- chat ----------------------------------------------------------------------------------
+
+export interface IChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string;
+}
+
+/** An assistant's reply as its server-sent events arrive (POST /aios/api/chat streams the endpoint's). */
+export interface IChatReply {
+  text: string;
+  /** why it ended ('stop', 'length'); null while it streams */
+  finish: string | null;
+  promptTokens: number | null;
+  completionTokens: number | null;
+  /** the version that answered, 'chat:1' */
+  model: string | null;
+  error: string | null;
+  /** the stream said [DONE] (or ended with an error) */
+  done: boolean;
+}
+
+export function emptyReply(): IChatReply {
+  return { text: '', finish: null, promptTokens: null, completionTokens: null, model: null, error: null, done: false };
+}
+
+/**
+ * Complete events of a server-sent event stream: `buffer` is what arrived so far (earlier rest + new text);
+ * answers each event's data (its `data:` lines joined by newlines) and the incomplete rest to keep.
+ */
+export function sseEvents(buffer: string): { events: string[]; rest: string } {
+  const text = buffer.replace(/\r\n?/g, '\n');
+  const blocks = text.split('\n\n');
+  const rest = blocks.pop() ?? '';
+  const events: string[] = [];
+  for (const block of blocks) {
+    const data = block
+      .split('\n')
+      .filter(line => line.startsWith('data:'))
+      .map(line => line.slice(line.startsWith('data: ') ? 6 : 5));
+    if (data.length) {
+      events.push(data.join('\n'));
+    }
+  }
+  return { events, rest };
+}
+
+/** The reply after one event's data (OpenAI chat.completion.chunk, an error event, or [DONE]); pure. */
+export function applyChatEvent(reply: IChatReply, data: string): IChatReply {
+  if (data.trim() === '[DONE]') {
+    return { ...reply, done: true };
+  }
+  let doc: any;
+  try {
+    doc = JSON.parse(data);
+  } catch {
+    return reply; // not ours to show
+  }
+  if (!doc || typeof doc !== 'object') {
+    return reply;
+  }
+  if (doc.error !== undefined && doc.error !== null) {
+    const e = doc.error;
+    const message = typeof e === 'string' ? e : typeof e?.message === 'string' ? e.message : JSON.stringify(e);
+    return { ...reply, error: message, done: true };
+  }
+  const next = { ...reply };
+  if (typeof doc.model === 'string') {
+    next.model = doc.model;
+  }
+  if (doc.usage && typeof doc.usage === 'object') {
+    if (typeof doc.usage.prompt_tokens === 'number') {
+      next.promptTokens = doc.usage.prompt_tokens;
+    }
+    if (typeof doc.usage.completion_tokens === 'number') {
+      next.completionTokens = doc.usage.completion_tokens;
+    }
+  }
+  for (const choice of Array.isArray(doc.choices) ? doc.choices : []) {
+    if ((choice?.index ?? 0) !== 0) {
+      continue;
+    }
+    const content = choice?.delta?.content;
+    if (typeof content === 'string') {
+      next.text += content;
+    }
+    if (typeof choice?.finish_reason === 'string') {
+      next.finish = choice.finish_reason;
+    }
+  }
+  return next;
+}
+
+/** Feed `chunk` (decoded text) into the stream's state: the reply so far and the incomplete rest. */
+export function feedChat(state: { reply: IChatReply; rest: string }, chunk: string): { reply: IChatReply; rest: string } {
+  const { events, rest } = sseEvents(state.rest + chunk);
+  let reply = state.reply;
+  for (const data of events) {
+    reply = applyChatEvent(reply, data);
+  }
+  return { reply, rest };
+}
+
+/**
+ * The line under a reply: where it came from, its tokens and their rate (from the first text to the end),
+ * '127.0.0.1:8500 · chat:1 · 12 tokens · 85.3 tok/s'.
+ */
+export function chatStats(reply: IChatReply, endpoint: string | null, seconds: number | null): string {
+  const tokens = reply.completionTokens;
+  const parts = [endpoint ? endpoint.replace(/^https?:\/\//, '') : '', reply.model ?? ''];
+  if (tokens !== null) {
+    parts.push(`${tokens} token${tokens === 1 ? '' : 's'}`);
+    if (seconds !== null && seconds > 0 && tokens > 0) {
+      parts.push(`${formatNumber(tokens / seconds)} tok/s`);
+    }
+  }
+  if (reply.finish === 'length') {
+    parts.push('cut at max tokens');
+  }
+  return parts.filter(Boolean).join(' · ');
 }

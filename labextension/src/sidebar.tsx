@@ -157,6 +157,8 @@ export interface ISidebarOptions {
   openJob: (name: string) => void;
   openSweep: (name: string) => void;
   openCompare: (jobs: string[]) => void;
+  /** open the Chat panel of a language model */
+  openChat: (model: string) => void;
 }
 
 /** The left-sidebar panel. */
@@ -185,7 +187,7 @@ export class AiosSidebar extends SidePanel {
       ['Jobs', o => <JobsList overview={o} model={this.model} openJob={options.openJob} openCompare={options.openCompare} />],
       ['Sweeps', o => <SweepsList overview={o} openSweep={options.openSweep} />],
       ['Devices', o => <DevicesList overview={o} />],
-      ['Models', o => <ModelsList overview={o} />],
+      ['Models', o => <ModelsList overview={o} openChat={options.openChat} />],
       ['Endpoints', o => <EndpointsList overview={o} />],
       ['Datasets', o => <DatasetsList overview={o} />]
     ];
@@ -549,7 +551,7 @@ function DeviceRow(props: { device: IDevice }): JSX.Element {
   );
 }
 
-function ModelsList(props: { overview: IOverview }): JSX.Element {
+function ModelsList(props: { overview: IOverview; openChat: (model: string) => void }): JSX.Element {
   const section = props.overview.models;
   if (section.error) {
     return <SectionError error={section.error} />;
@@ -564,8 +566,22 @@ function ModelsList(props: { overview: IOverview }): JSX.Element {
         <li key={m.name} className="aios-item aios-model" data-name={m.name}>
           <div className="aios-row-head">
             <span className="aios-strong aios-ellipsis">{m.name}</span>
-            <span className="aios-badge aios-badge-idle" title={`${m.versions} version${m.versions === 1 ? '' : 's'}`}>
-              v{m.latest}
+            <span className="aios-actions">
+              {m.lm && (
+                <Button
+                  small
+                  minimal
+                  className="aios-chat-open"
+                  data-action="chat"
+                  title={`Chat with ${m.name} on its serving endpoint (%aios serve --models ${m.name})`}
+                  onClick={() => props.openChat(m.name)}
+                >
+                  Chat
+                </Button>
+              )}
+              <span className="aios-badge aios-badge-idle" title={`${m.versions} version${m.versions === 1 ? '' : 's'}`}>
+                v{m.latest}
+              </span>
             </span>
           </div>
           <div className="aios-row-meta aios-dim">
