@@ -11,6 +11,10 @@ Prints, in one run:
   devices (``--processes 2``), in interleaved rounds (the order alternates); each job's steady rate comes
   from its own metric rows (first train row to last: start-up and compile excluded, evals and checkpoints
   included); the median of the paired ratios is printed (target >= 0.9: Ray adds no per-step cost).
+  Both "hosts" share this machine's cores, so the harness starts both nodes in one scheduler session
+  (autogroup), as the two local processes are in one (their supervisor's): with a session per node the
+  gang ran at 0.80 (CFS shares the cores between groups, and the ranks' collectives wake each other
+  thousands of times a step), an artefact of two hosts on one machine, not a cost of Ray.
 - req/s of 2 Ray Serve replicas / 1 local ``aios serve`` at 32 connections (``_cluster_serve.serve_section``).
 
 Run: ``python bench/cluster.py [--steps N --rounds R --parts train,serve]`` (as root: the cluster lives in a

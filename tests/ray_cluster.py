@@ -45,10 +45,25 @@ PREFIX = "aios-ray-"
 NETNS_DIR = Path("/var/run/netns")
 START_TIMEOUT_S = 240  # `ray start` takes ~5 s on an idle 2-core machine, far longer on a busy one
 # A raylet waits a fixed ~15 s for its node's agent (a heavy Python import) and dies if it is late, so on
-# a busy machine a node may fail to start: each node starts in a scheduler autogroup of its own with a
-# raised priority (plain nice does nothing across autogroups), which is set back to normal once all
-# nodes are up; a start that fails anyway is retried from scratch.
+# a busy machine a node may fail to start: the nodes start in a scheduler autogroup (a session) of their
+# own with a raised priority (plain nice does nothing across autogroups), which is set back to normal once
+# all nodes are up; a start that fails anyway is retried from scratch. All nodes share that one session:
+# with one session per node, CFS shares the CPUs between the nodes' groups, and the two ranks of a gang,
+# whose collectives wake each other thousands of times a step, ran at 0.80 of the same two processes in
+# one group (bench/cluster.py, 2 cores); separate hosts have no such coupling.
 START_NICE = -10
+# The session's leader: runs each command it reads (a JSON argv per line) and answers [rc, stdout, stderr].
+LAUNCHER = """
+import json, subprocess, sys
+for line in sys.stdin:
+    argv, timeout = json.loads(line)
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        out = [r.returncode, r.stdout, r.stderr]
+    except subprocess.TimeoutExpired as exc:
+        out = [-1, str(exc.stdout or ""), f"timed out after {timeout} s"]
+    print(json.dumps(out), flush=True)
+"""
 START_ATTEMPTS = 3
 BIN = Path(sys.executable).parent
 _counter = iter(range(1_000_000))
@@ -114,6 +129,7 @@ class RayCluster:
         self.token_path = self.root / "token"
         self.node_local = self.root / "node-local"
         self._reaper: subprocess.Popen | None = None
+        self._launcher: subprocess.Popen | None = None  # the nodes' session (see LAUNCHER)
         self._started = False
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -170,9 +186,10 @@ class RayCluster:
             return
         self._started = False
         kill_namespace(self.ns, str(self.root), spare=(os.getpid(),))
-        if self._reaper is not None:
-            self._reaper.kill()
-            self._reaper.wait()
+        for helper in (self._reaper, self._launcher):
+            if helper is not None:
+                helper.kill()
+                helper.wait()
         atexit.unregister(self.stop)
 
     def __enter__(self) -> RayCluster:
@@ -228,10 +245,24 @@ class RayCluster:
     def _exec(self, cmd: list[str], timeout: float = START_TIMEOUT_S, **kw) -> subprocess.CompletedProcess:
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
-        if kw.pop("boost", False):  # a new session is a new autogroup: raise its priority, then run cmd
-            script = f'echo {START_NICE} > /proc/self/autogroup 2>/dev/null; exec "$@"'
-            cmd = ["setsid", "--wait", "sh", "-c", script, "sh", *cmd]
         return subprocess.run(["ip", "netns", "exec", self.ns, *cmd], env=self.env(), timeout=timeout, check=True, **kw)
+
+    def _in_nodes_session(self, cmd: list[str], timeout: float = START_TIMEOUT_S) -> None:
+        """Run ``cmd`` in the namespace, in the nodes' one session (a new autogroup, its priority raised)."""
+        if self._launcher is None or self._launcher.poll() is not None:
+            script = f'echo {START_NICE} > /proc/self/autogroup 2>/dev/null; exec "$@"'
+            argv = ["ip", "netns", "exec", self.ns, "sh", "-c", script, "sh", sys.executable, "-c", LAUNCHER]
+            self._launcher = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=self.env(), start_new_session=True
+            )
+        self._launcher.stdin.write(json.dumps([cmd, timeout]) + "\n")
+        self._launcher.stdin.flush()
+        answer = self._launcher.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"the nodes' launcher died starting {cmd[:3]}")
+        rc, out, err = json.loads(answer)
+        if rc != 0:
+            raise subprocess.CalledProcessError(rc, cmd, out, err)
 
     def _start_node(self, i: int) -> None:
         base = HEAD_PORT + 10 * (i + 1)
@@ -259,7 +290,7 @@ class RayCluster:
             cmd = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh"]
             cmd += [str(self.node_local), *args]
         try:
-            self._exec(cmd, boost=True)
+            self._in_nodes_session(cmd)
         except subprocess.CalledProcessError as exc:
             tail = "\n".join((exc.stdout + exc.stderr).splitlines()[-3:])
             raise RuntimeError(f"ray start of node {i} failed:\n{tail}\n{self._log_tails()}") from None
