@@ -8,6 +8,7 @@ import threading
 import time
 
 import httpx
+import jsonschema
 import numpy as np
 import orjson
 import pytest
@@ -87,6 +88,11 @@ def test_split_is_deterministic_per_request_id_and_counted_per_version(srv, home
         moved = {rid: version_for(c, rid).json()["model_version"] for rid in map(str, range(200))}
         assert all(moved[rid] == "2" for rid, v in first.items() if v == "2")
         metrics = c.get("/metrics", headers=srv.headers("admin")).text
+        # the admin route answers as /openapi.json documents it
+        doc = c.get("/openapi.json").json()["paths"]["/v2/repository/models/{model_name}/canary"]
+        state = c.get("/v2/repository/models/tiny/canary", headers=srv.headers("admin")).json()
+        jsonschema.validate(state, doc["get"]["responses"]["200"]["content"]["application/json"]["schema"])
+        assert state["percent"] == 60 and set(doc["post"]["responses"]) >= {"200", "400", "401", "403", "404"}
     line = 'aios_serve_canary_requests_total{arm="canary",model="tiny",version="2"}'
     assert line in metrics and 'aios_serve_canary_requests_total{arm="base",model="tiny",version="1"}' in metrics
     assert 'aios_serve_canary_request_seconds_bucket{arm="canary"' in metrics

@@ -145,6 +145,28 @@ STATUS_TEXT = {
 }
 
 
+CANARY = {
+    "type": "object",
+    "properties": {
+        "model": {"type": "string"},
+        "version": {"type": "integer"},
+        "percent": {"type": "number"},
+        "state": {"type": "string", "enum": ["running", "ended"]},
+        "arms": {"type": "object"},
+    },
+    "required": ["model", "version", "percent", "state", "arms"],
+}
+CANARY_BODY = {
+    "type": "object",
+    "properties": {
+        "version": {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string"}]},
+        "percent": {"type": "number", "minimum": 0, "maximum": 100},
+        "end": {"type": "boolean"},
+    },
+    "additionalProperties": False,
+}
+
+
 def _json(schema: dict) -> dict:
     return {"application/json": {"schema": schema}}
 
@@ -327,6 +349,22 @@ def document(version: str) -> dict:
                         "content": _json({"type": "object", "properties": {"parameters": {"type": "object"}}}),
                     },
                     op_id="repository_unload",
+                ),
+            },
+            "/v2/repository/models/{model_name}/canary": {
+                "parameters": _path_params("model_name"),
+                "get": _op(
+                    "The model's latest canary here: candidate, percent, requests and errors per arm (admin)",
+                    {"description": "The canary", "content": _json(CANARY)},
+                    (403, 404),
+                    op_id="canary_state",
+                ),
+                "post": _op(
+                    "Start or change a canary (version, percent of the unversioned route), or end it (admin)",
+                    {"description": "The canary", "content": _json(CANARY)},
+                    repo_statuses,
+                    {"required": False, "content": _json(CANARY_BODY)},
+                    op_id="canary_set",
                 ),
             },
             "/metrics": {
