@@ -74,6 +74,12 @@ def test_bad_replicas_and_unknown_models_are_refused_before_anything_starts(aios
         aios.serve(on="k8s")
     with pytest.raises(AiosError, match="no model named 'nope' in the registry"):
         aios.serve(on="ray", replicas=2, models=["nope"])
+    with pytest.raises(AiosError, match="serving on 0.0.0.0 without TLS would send tokens and data unencrypted"):
+        aios.serve(on="ray", host="0.0.0.0")  # the proxy would listen on every interface in plain HTTP
+    target.save(target.Target("10.1.2.3:6379", "none", require_ray(), time.time()), None, {"nodes": []})
+    with pytest.raises(AiosError, match="serving on 10.1.2.3 without TLS"):
+        aios.serve(on="ray")  # a loopback --host means the head's own address, here not loopback
+    target.save(target.Target("127.0.0.1:1", "none", require_ray(), time.time()), None, {"nodes": []})
     publish_tiny("tiny", seed=0)
     with pytest.raises(AiosError, match="model 'tiny' has no alias 'staging'"):
         aios.serve(on="ray", models=["tiny@staging"])

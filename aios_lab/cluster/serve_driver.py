@@ -244,7 +244,10 @@ def _run(args, s: ServeSettings, t, bind: str, row: Row, status: Status, stop: t
 
         from .serve_replica import Hub, V2Replica
 
-        serve.start(proxy_location="HeadOnly", http_options={"host": bind, "port": s.port})
+        http = {"host": bind, "port": s.port}
+        if s.tls_cert:  # HTTPS at the proxy (the files must be readable on the head node)
+            http.update(ssl_certfile=s.tls_cert, ssl_keyfile=s.tls_key)
+        serve.start(proxy_location="HeadOnly", http_options=http)
         with contextlib.suppress(AttributeError):  # Serve's HTTP options are cluster-wide and fixed once it runs
             have = serve.context._get_global_client().http_config
             if int(have.port) != s.port:

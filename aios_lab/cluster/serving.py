@@ -14,6 +14,7 @@ the row it writes. Replicas read model files by their registry paths, so the reg
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from ..errors import Conflict, InvalidInput
 from ..serve.auth import default_token
 from ..serve.control import LIVE_STATES, Endpoint, endpoints
 from ..serve.settings import ServeSettings
+from ..serve.tls import check_transport
 from . import target as targetlib
 from .api import driver_env
 from .probe import AUTH_VARS
@@ -43,8 +45,10 @@ def serve_on_ray(
         raise InvalidInput(f"--replicas must be a whole number from 1 to {MAX_REPLICAS}, not {replicas!r}")
     if not 0 < cpus_per_replica <= 1024:
         raise InvalidInput(f"cpus per replica must be more than 0 and at most 1024, not {cpus_per_replica!r}")
+    bind, url = serve_url(settings, t)
+    # as for a local endpoint: HTTPS files that fit together, no plain HTTP off loopback without --insecure
+    check_transport(dataclasses.replace(settings, host=bind))
     document(settings.models)  # a model, version or alias that does not exist: one line, nothing started
-    _, url = serve_url(settings, t)
     for ep in endpoints():
         if ep.kind == KIND and ep.state in LIVE_STATES:
             if ep.url == url and ep.state == "running":
