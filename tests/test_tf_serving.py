@@ -6,6 +6,9 @@ The server binds 0.0.0.0 with ``--insecure``, so this module also checks the war
 
 from __future__ import annotations
 
+import json
+import time
+
 import httpx
 import numpy as np
 import pytest
@@ -120,6 +123,16 @@ def test_predict_with_the_documented_bodies(tf, srv):
         body = {"inputs": [{"name": "input", "shape": [3, 4], "datatype": "FP32", "data": x.ravel().tolist()}]}
         v2_out = v2.post("/v2/models/tiny/infer", json=body).json()["outputs"][0]["data"]
     assert np.asarray(tf_out, np.float32).ravel().tolist() == np.asarray(v2_out, np.float32).tolist()
+    # the TF Serving port's requests are in the endpoint's access log too (flushed once a second)
+    log = srv.home.resolve() / "serve" / f"{srv.url.rsplit(':', 1)[1]}.access.log"
+    wanted = {"method": "POST", "path": "/v1/models/pairs:predict", "status": 200, "model": "pairs"}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in log.read_text().splitlines()]
+        if any(wanted.items() <= line.items() for line in lines):
+            break
+        time.sleep(0.2)
+    assert any(wanted.items() <= line.items() and line["bytes_in"] > 0 for line in lines), lines[-5:]
 
 
 def test_errors_in_tf_servings_shape(tf, srv, home):

@@ -177,7 +177,10 @@ class V2App:
             headers = resp.headers + [(b"content-length", str(sent).encode())]
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": resp.body})
-        dt = time.perf_counter() - t0
+        self.observed(req, ctx, status, time.perf_counter() - t0, sent)
+
+    def observed(self, req: Request, ctx: list, status: int, dt: float, sent: int) -> None:
+        """A request answered (on this port or the TF Serving one): its metrics and its access-log line."""
         self.metrics.observe(ctx[0], ctx[1], ctx[2], status, dt)
         if self.access_log is not None:
             line = _access_line(req, ctx, status, dt, sent)

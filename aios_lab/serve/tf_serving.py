@@ -260,11 +260,13 @@ class TFServingApp:
                 log.exception("error handling %s %s", req.method, req.path)
             resp = error_response(exc)
         status = 499 if resp is None else resp.status
+        sent = 0
         if resp is not None:
-            headers = resp.headers + [(b"content-length", str(len(resp.body)).encode())]
+            sent = len(resp.body)
+            headers = resp.headers + [(b"content-length", str(sent).encode())]
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": resp.body})
-        self.app.metrics.observe(ctx[0], ctx[1], ctx[2], status, time.perf_counter() - t0)
+        self.app.observed(req, ctx, status, time.perf_counter() - t0, sent)
 
     def dispatch(self, req: Request, ctx: list) -> Any:
         path = req.path
