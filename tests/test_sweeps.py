@@ -115,6 +115,7 @@ def test_sweep_prunes_publishes_its_best_and_compares_the_top_three(ip, aios_hom
     for t in pruned:  # a pruned trial is an ordinary job that checkpointed and stopped early
         job = aios.job(t.job)
         assert job.state == "pruned" and job.step < 40 and job.checkpoints()
+        assert job.step % 10 == 1, f"pruned at an evaluation, it stops at the next step, not at {job.step}"
     done = [t for t in trials if t.state == "succeeded"]
     best = sw.best()
     assert best.value == min(t.value for t in done) and aios.job(best.job).state == "succeeded"

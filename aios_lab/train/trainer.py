@@ -5,8 +5,9 @@ and randomness are functions of (seed, step) and the state is restored bitwise f
 stopped at step k and resumed ends with the same parameters as one never stopped (same devices).
 
 The hot loop only builds a batch, dispatches the step and waits on the step ``WINDOW`` back: metrics
-stay on the devices as running sums that are read every ``log_every`` steps, evals are dispatched
-between steps without waiting, and the loop drains only to check and save a checkpoint.
+stay on the devices as running sums that are read every ``log_every`` steps, and the loop drains only
+to read an eval (its row reaches ``on_metrics`` before the next step is dispatched, so a sweep's pruner
+stops a trial at once rather than ``WINDOW`` steps later) and to check and save a checkpoint.
 """
 
 from __future__ import annotations
@@ -414,7 +415,7 @@ class _Run:
     # -- evaluation ----------------------------------------------------------------------------
 
     def _dispatch_eval(self, params: Any, step: int) -> list:
-        """Dispatch the eval batches on ``params`` now (before the next step donates them); read them later."""
+        """Evaluate ``params`` now (before the next step donates them) and emit the row: one drain per eval."""
         outs = []
         for x, y, w in self.eval_batches:
             outs.append(self.prog.eval_step(params, x, y, w))
@@ -422,6 +423,7 @@ class _Run:
             self._retire_beyond(WINDOW)  # eval steps hold collectives too: the same window bounds them
         token, _ = self.pending.pop()
         self.pending.append((token, lambda: self._eval_row(outs, step)))
+        self._retire_beyond(0)
         return outs
 
     def _eval_row(self, outs: list, step: int) -> None:
