@@ -173,3 +173,14 @@ def llm_status(now: float) -> dict:
               "ended": None, "header": "X-Request-ID", "arms": arms}  # fmt: skip
     overall = {"routes": ["/v1/models"], "models": ["chat"], "tokens_per_s": 456.7, "running": 3, "waiting": 1}
     return {**doc, "llm": overall, "canaries": {"digits": canary}}
+
+
+def wait_for(cond, timeout: float = 90.0, what: str = "condition"):
+    """``cond()``'s first true value, polled every 0.05 s; fails the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

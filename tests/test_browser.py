@@ -38,6 +38,26 @@ JOB = "browser-job"
 pytestmark = pytest.mark.timeout(150)
 
 
+def browse(width: int, height: int, drive, console_errors: bool = False) -> list[str]:
+    """Run ``drive(page)`` in headless chromium with a ``width`` x ``height`` page; returns the page's errors
+    (uncaught exceptions, and console errors too when asked)."""
+    from playwright import sync_api
+
+    assert CHROMIUM, "the browser test needs Debian's chromium: run `make browser` (make test does)"
+    errors: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            if console_errors:
+                page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            drive(page)
+        finally:
+            browser.close()
+    return errors
+
+
 @pytest.fixture
 def lab(tmp_path, aios_home):
     srv = start(tmp_path / "lab", aios_home, lab=True)
@@ -46,22 +66,11 @@ def lab(tmp_path, aios_home):
 
 
 def test_sidebar_tracks_and_cancels_a_real_job(lab, artifacts):
-    from playwright import sync_api
-
     assert CHROMIUM, "the browser test needs Debian's chromium: run `make browser` (make test does)"
     aios.dataset("digits", "sklearn:digits")
-    errors: list[str] = []
     jobs: list = []
     try:
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-            try:
-                page = browser.new_page(viewport={"width": 1440, "height": 860})
-                page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                _drive(page, lab, artifacts, jobs)
-            finally:
-                browser.close()
+        errors = browse(1440, 860, lambda page: _drive(page, lab, artifacts, jobs), console_errors=True)
     finally:
         for job in jobs:
             if job.state in ("queued", "running"):
@@ -222,21 +231,11 @@ def _finished_jobs():
 
 
 def test_notebook_widget_draws_what_the_job_panel_draws(lab, artifacts):
-    from playwright import sync_api
-
     assert CHROMIUM, "the browser test needs Debian's chromium: run `make browser` (make test does)"
     _finished_jobs()
     _notebook(lab.root)
-    errors: list[str] = []
     try:
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 1400})
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                _check_widgets(page, lab, artifacts)
-            finally:
-                browser.close()
+        errors = browse(1280, 1400, lambda page: _check_widgets(page, lab, artifacts))
     finally:
         stopped = aios.job(STOPPED)
         if stopped.state in ("queued", "running"):
@@ -312,8 +311,6 @@ SWEEP = "bsweep"
 
 
 def test_sidebar_shows_cluster_llm_stats_sweeps_and_comparisons(lab, artifacts):
-    from playwright import sync_api
-
     assert CHROMIUM, "the browser test needs Debian's chromium: run `make browser` (make test does)"
     connect_cluster([cluster_node(0), cluster_node(1, gpus=4), cluster_node(2, alive=False)])
     insert_endpoint("http://127.0.0.1:7", "127.0.0.1", 7, llm_status(time.time()))
@@ -321,16 +318,8 @@ def test_sidebar_shows_cluster_llm_stats_sweeps_and_comparisons(lab, artifacts):
     sweep = aios.sweep(
         SWEEP, "digits", model="mlp", over="lr=1e-3|3e-2", trials=2, parallel=2, steps=20, eval_every=10, batch=64
     )
-    errors: list[str] = []
     try:
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-            try:
-                page = browser.new_page(viewport={"width": 1440, "height": 900})
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                _drive_more(page, lab, artifacts, sweep)
-            finally:
-                browser.close()
+        errors = browse(1440, 900, lambda page: _drive_more(page, lab, artifacts, sweep))
     finally:
         if not sweep.done:
             sweep.cancel()
@@ -408,28 +397,18 @@ def test_chat_panel_streams_a_reply_from_a_real_endpoint(tmp_path, aios_home, ar
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
-    from playwright import sync_api
-
     from aios_lab import registry
     from aios_lab.procs import free_port
 
     assert CHROMIUM, "the browser test needs Debian's chromium: run `make browser` (make test does)"
     registry.import_model("chat", str(Path(__file__).parent / "fixtures" / "hf" / "llama"))
-    errors: list[str] = []
     ep = None
     with ThreadPoolExecutor(1) as pool:
         starting = pool.submit(start, tmp_path / "lab", aios_home, lab=True)  # while the endpoint loads the model
         try:
             ep = aios.serve(port=free_port(), models=["chat"], lm_slots=2, lm_max_len=64, status_interval_s=0.5)
             lab = starting.result()
-            with sync_api.sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-                try:
-                    page = browser.new_page(viewport={"width": 1280, "height": 800})
-                    page.on("pageerror", lambda e: errors.append(str(e)))
-                    _chat(page, lab, ep, artifacts)
-                finally:
-                    browser.close()
+            errors = browse(1280, 800, lambda page: _chat(page, lab, ep, artifacts))
         finally:
             if ep is not None:
                 ep.stop()

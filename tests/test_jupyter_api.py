@@ -21,6 +21,7 @@ from _jupyter_server import (
     llm_status,
     published_status,
     start,
+    wait_for,
 )
 
 import aios_lab as aios
@@ -67,16 +68,6 @@ def ok(r: requests.Response) -> dict:
     """The JSON of a 200 answer (anything else fails the test with the answer's text)."""
     assert r.status_code == 200, (r.status_code, r.text)
     return r.json()
-
-
-def wait_for(cond, timeout=90.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.parametrize("path", GETS)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from _jupyter_server import Server, insert_endpoint, llm_status, start
+from _jupyter_server import Server, insert_endpoint, llm_status, start, wait_for
 
 import aios_lab as aios
 
@@ -68,16 +68,6 @@ def _serves_chat(url: str) -> bool:
     from aios_lab.serve import endpoints
 
     return any(e.url == url and "llm" in ((e.status or {}).get("models", {}).get("chat") or {}) for e in endpoints())
-
-
-def wait_for(cond, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def chat(server: Server, body: dict, **kw) -> requests.Response:

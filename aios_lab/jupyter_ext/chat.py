@@ -32,6 +32,7 @@ from tornado.iostream import StreamClosedError
 
 from .. import config
 from ..errors import AiosError, Conflict, Forbidden, InvalidInput, NotFound, http_status
+from ..serve.tls import is_loopback
 from .handlers import AiosHandler
 from .views import endpoint_status
 
@@ -139,12 +140,6 @@ def parse_body(raw: bytes) -> ChatRequest:
 class Target:
     url: str
     cert: str | None  # the endpoint's own certificate, for HTTPS (pinned, as serve() checks readiness)
-
-
-def is_loopback(host: str) -> bool:
-    from ..serve.tls import is_loopback as loopback
-
-    return loopback(host)
 
 
 def check_transport(url: str) -> None:

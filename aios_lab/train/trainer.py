@@ -421,9 +421,8 @@ class _Run:
             outs.append(self.prog.eval_step(params, x, y, w))
             self.pending.append((outs[-1], None))
             self._retire_beyond(WINDOW)  # eval steps hold collectives too: the same window bounds them
-        token, _ = self.pending.pop()
-        self.pending.append((token, lambda: self._eval_row(outs, step)))
         self._retire_beyond(0)
+        self._eval_row(outs, step)
         return outs
 
     def _eval_row(self, outs: list, step: int) -> None:

@@ -45,8 +45,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
       openChat: model => void app.commands.execute(CommandIDs.openChat, { model })
     });
 
-    /** Show `content` in the main area (or the tab already showing the same thing). */
-    const show = <T extends Widget>(t: WidgetTracker<MainAreaWidget<T>>, content: T): MainAreaWidget<T> => {
+    /** The tab of `t` whose content is `same`, brought to the front, or a new tab with `make()` in the main area. */
+    const show = <T extends Widget>(
+      t: WidgetTracker<MainAreaWidget<T>>,
+      same: (content: T) => boolean,
+      make: () => T
+    ): MainAreaWidget<T> => {
+      const open = t.find(w => same(w.content));
+      if (open) {
+        shell.activateById(open.id);
+        return open;
+      }
+      const content = make();
       const widget = new MainAreaWidget<T>({ content });
       widget.id = content.id;
       widget.title.label = content.title.label;
@@ -100,12 +110,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         if (!name) {
           return;
         }
-        const open = tracker.find(w => w.content.name === name);
-        if (open) {
-          shell.activateById(open.id);
-          return open;
-        }
-        return show(tracker, new JobPanel(api, name, () => void model.refresh()));
+        return show(tracker, c => c.name === name, () => new JobPanel(api, name, () => void model.refresh()));
       }
     });
     app.commands.addCommand(CommandIDs.openSweep, {
@@ -116,12 +121,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
         if (!name) {
           return;
         }
-        const open = sweepTracker.find(w => w.content.name === name);
-        if (open) {
-          shell.activateById(open.id);
-          return open;
-        }
-        return show(sweepTracker, new SweepPanel(api, name, job => void app.commands.execute(CommandIDs.openJob, { name: job })));
+        const openJob = (job: string) => void app.commands.execute(CommandIDs.openJob, { name: job });
+        return show(sweepTracker, c => c.name === name, () => new SweepPanel(api, name, openJob));
       }
     });
     app.commands.addCommand(CommandIDs.openCompare, {
@@ -136,12 +137,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return;
         }
         const key = jobs.join(',');
-        const open = compareTracker.find(w => w.content.jobs.join(',') === key);
-        if (open) {
-          shell.activateById(open.id);
-          return open;
-        }
-        return show(compareTracker, new ComparePanel(api, jobs));
+        return show(compareTracker, c => c.jobs.join(',') === key, () => new ComparePanel(api, jobs));
       }
     });
     app.commands.addCommand(CommandIDs.openChat, {
@@ -152,12 +148,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         if (!model) {
           return;
         }
-        const open = chatTracker.find(w => w.content.model === model);
-        if (open) {
-          shell.activateById(open.id);
-          return open;
-        }
-        return show(chatTracker, new ChatPanel(api, model));
+        return show(chatTracker, c => c.model === model, () => new ChatPanel(api, model));
       }
     });
     if (palette) {
